@@ -1,0 +1,173 @@
+"""One process, one event loop: the REST and gRPC adapters over one registry.
+
+Startup binds both ports (port 0 picks free ones, reported back), runs the startup
+hooks (model loads, upstream checks) and only then reports ready. Shutdown (SIGTERM,
+SIGINT or :meth:`Server.stop`) turns readiness false, stops accepting, lets in-flight
+requests finish within ``drain_timeout_s``, then runs the cleanup hooks in reverse
+order (drain shadows and explanations, close upstream pools, unload models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.metrics import ServerMetrics
+from gateway.registry import ModelRegistry
+from gateway.server import grpc as grpc_server
+from gateway.server import rest
+
+__all__ = ["ServerOptions", "Server", "Hook"]
+
+log = logging.getLogger("arbiter.server")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class ServerOptions:
+    """Network options of a server.
+
+    Attributes:
+        host: interface to bind.
+        http_port: REST port (0: any free port).
+        grpc_port: gRPC port (0: any free port; -1: no gRPC).
+        max_body_bytes: largest REST body / gRPC message accepted, in bytes.
+        drain_timeout_s: seconds in-flight requests get to finish at shutdown.
+    """
+
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    max_body_bytes: int = 64 * 2**20
+    drain_timeout_s: float = 10.0
+
+
+class Server:
+    """REST + gRPC server of a :class:`ModelRegistry`.
+
+    Args:
+        registry: the targets served.
+        options: ports and limits.
+        metrics_registry: Prometheus registry (a fresh one by default).
+        extra_routes: adds REST routes to the aiohttp app.
+        extra_services: each adds a gRPC service to the server.
+        on_startup: awaited in order after binding, before readiness.
+        on_cleanup: awaited in reverse order after the drain.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        options: ServerOptions | None = None,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+        extra_routes: Callable[[web.Application], None] | None = None,
+        extra_services: list | None = None,
+        on_startup: list[Hook] | None = None,
+        on_cleanup: list[Hook] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.options = options or ServerOptions()
+        self.metrics_registry = metrics_registry or CollectorRegistry()
+        self.metrics = ServerMetrics(self.metrics_registry, lambda n: n in registry.names())
+        self.app = rest.build_app(
+            registry, self.metrics, max_body_bytes=self.options.max_body_bytes,
+            extra_routes=extra_routes,
+        )
+        self._extra_services = extra_services
+        self._on_startup = list(on_startup or ())
+        self._on_cleanup = list(on_cleanup or ())
+        self._runner: web.AppRunner | None = None
+        self._grpc = None
+        self._stopped = asyncio.Event()
+        self.http_port = -1
+        self.grpc_port = -1
+
+    async def start(self) -> None:
+        """Bind both ports, run the startup hooks. Sets :attr:`http_port` and
+        :attr:`grpc_port` to the bound ports.
+
+        Raises:
+            OSError: a port is taken.
+        """
+        self.registry.draining = True
+        opts = self.options
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((opts.host, opts.http_port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot bind HTTP port {opts.http_port}: {exc.strerror}")
+        self.http_port = sock.getsockname()[1]
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=opts.drain_timeout_s
+        )
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock, shutdown_timeout=opts.drain_timeout_s).start()
+        if opts.grpc_port >= 0:
+            await self._start_grpc(opts)
+        for hook in self._on_startup:
+            await hook()
+        self.registry.draining = False
+        log.info("serving REST on %s:%d, gRPC on %d", opts.host, self.http_port, self.grpc_port)
+
+    async def _start_grpc(self, opts: ServerOptions) -> None:
+        self._grpc = grpc_server.build_server(
+            self.registry, self.metrics, max_message_bytes=opts.max_body_bytes,
+            extra_services=self._extra_services,
+        )
+        port = self._grpc.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
+        if port == 0:
+            raise OSError(f"cannot bind gRPC port {opts.grpc_port}")
+        self.grpc_port = port
+        await self._grpc.start()
+
+    async def stop(self) -> None:
+        """Drain and stop: readiness false, stop accepting, finish in-flight requests
+        within ``drain_timeout_s``, then the cleanup hooks."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.registry.draining = True
+        grace = self.options.drain_timeout_s
+        stops = []
+        if self._grpc is not None:
+            stops.append(self._grpc.stop(grace))
+        if self._runner is not None:
+            stops.append(self._runner.cleanup())
+        await asyncio.gather(*stops, return_exceptions=True)
+        for hook in reversed(self._on_cleanup):
+            try:
+                await hook()
+            except Exception:
+                log.exception("cleanup hook failed")
+
+    async def serve_forever(self) -> None:
+        """Start, wait for SIGTERM or SIGINT, then :meth:`stop`."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        await done.wait()
+        log.info("draining (up to %.1f s)", self.options.drain_timeout_s)
+        await self.stop()
+
+    @property
+    def http_url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the bound REST port."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """``127.0.0.1:<port>`` of the bound gRPC port."""
+        return f"127.0.0.1:{self.grpc_port}"

@@ -1,0 +1,136 @@
+"""gRPC adapter: ``inference.GRPCInferenceService`` over ``grpc.aio``.
+
+Errors are mapped once, for every RPC of every service on the server, by
+:class:`ErrorInterceptor`: an :class:`~gateway.errors.ArbiterError` aborts with its
+``grpc_code``; anything else is logged and aborts with INTERNAL and a generic message.
+Response headers of the core travel as trailing metadata.
+
+Source: OIP ``open_inference_grpc.proto``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import grpc
+
+from gateway.codecs import grpc as codec
+from gateway.errors import ArbiterError
+from gateway.metrics import ServerMetrics
+from gateway.registry import ModelRegistry
+from protos import open_inference_pb2 as pb
+from protos import open_inference_pb2_grpc as pb_grpc
+
+__all__ = ["ErrorInterceptor", "InferenceServicer", "abort_code", "build_server"]
+
+log = logging.getLogger("arbiter.grpc")
+
+
+def abort_code(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message for an exception (the transport's one table)."""
+    if isinstance(exc, ArbiterError):
+        return grpc.StatusCode[exc.grpc_code], exc.message
+    log.exception("unexpected error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal server error"
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions of every unary RPC to gRPC statuses."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                code, message = abort_code(exc)
+                await context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The six OIP RPCs over a :class:`ModelRegistry`."""
+
+    def __init__(self, registry: ModelRegistry, metrics: ServerMetrics) -> None:
+        self.registry = registry
+        self.metrics = metrics
+
+    async def ServerLive(self, request, context):  # noqa: N802 - proto names
+        return pb.ServerLiveResponse(live=self.registry.live())
+
+    async def ServerReady(self, request, context):  # noqa: N802
+        return pb.ServerReadyResponse(ready=self.registry.ready())
+
+    async def ModelReady(self, request, context):  # noqa: N802
+        ready = self.registry.model_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request, context):  # noqa: N802
+        meta = self.registry.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    async def ModelMetadata(self, request, context):  # noqa: N802
+        target = self.registry.get(request.name, request.version or None)
+        return codec.metadata_to_pb(target.metadata())
+
+    async def ModelInfer(self, request, context):  # noqa: N802
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            req = codec.request_from_pb(request)
+            req.headers = _metadata(context)
+            resp = await self.registry.infer(req)
+            if resp.headers:
+                context.set_trailing_metadata(
+                    tuple((k.lower(), v) for k, v in resp.headers.items())
+                )
+            return codec.response_to_pb(resp)
+        except Exception as exc:
+            code = exc.grpc_code if isinstance(exc, ArbiterError) else "INTERNAL"
+            raise
+        finally:
+            self.metrics.observe(request.model_name, "grpc", code, time.perf_counter() - start)
+
+
+def build_server(
+    registry: ModelRegistry,
+    metrics: ServerMetrics,
+    *,
+    max_message_bytes: int = 64 * 2**20,
+    extra_services: list | None = None,
+) -> grpc.aio.Server:
+    """A ``grpc.aio`` server with the OIP service (and ``extra_services``, each a
+    callable taking the server) and the error interceptor; not yet bound or started."""
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(registry, metrics), server
+    )
+    for add in extra_services or ():
+        add(server)
+    return server

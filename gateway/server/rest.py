@@ -1,0 +1,216 @@
+"""REST adapter: the OIP HTTP/JSON API (and Triton's binary extension) over aiohttp.
+
+One error table: every :class:`~gateway.errors.ArbiterError` becomes its status with
+``{"error": message}``; aiohttp's own HTTP errors (unknown route, method, body over the
+limit) keep their status with the same body; anything else is a logged 500 with a
+generic message. A body with no Content-Type is parsed as JSON (tritonclient sends
+none).
+
+Source: OIP ``inference_rest.md`` (paths, health semantics); Triton
+``extension_binary_data.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.codecs import binary, json as jsonc
+from gateway.errors import ArbiterError, PayloadTooLargeError
+from gateway.metrics import ServerMetrics
+from gateway.protocol import ModelMetadata
+from gateway.registry import ModelRegistry
+
+__all__ = ["REGISTRY_KEY", "METRICS_KEY", "build_app", "json_response", "error_response"]
+
+log = logging.getLogger("arbiter.rest")
+
+REGISTRY_KEY = web.AppKey("registry", ModelRegistry)
+METRICS_KEY = web.AppKey("metrics", ServerMetrics)
+_JSON = "application/json"
+
+
+def json_response(doc: object, status: int = 200, headers: dict[str, str] | None = None):
+    """An ``application/json`` response serialised with orjson."""
+    return web.Response(
+        body=jsonc.dumps(doc), status=status, content_type=_JSON, headers=headers
+    )
+
+
+def error_response(status: int, message: str, retry_after_s: int | None = None):
+    """``{"error": message}`` with ``status`` (and ``Retry-After`` when given)."""
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
+    return json_response({"error": message}, status, headers)
+
+
+def _from_error(exc: Exception) -> web.Response:
+    if isinstance(exc, ArbiterError):
+        return error_response(exc.status, exc.message, exc.retry_after_s)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return error_response(413, PayloadTooLargeError.__doc__ or "payload too large")
+    if isinstance(exc, web.HTTPException):
+        return error_response(exc.status, exc.reason)
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal server error")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable]):
+    try:
+        return await handler(request)
+    except Exception as exc:  # the one error table of this transport
+        return _from_error(exc)
+
+
+def _health(value: bool, key: str) -> web.Response:
+    return json_response({key: value}, 200 if value else 503)
+
+
+async def _live(request: web.Request) -> web.Response:
+    return _health(request.app[REGISTRY_KEY].live(), "live")
+
+
+async def _ready(request: web.Request) -> web.Response:
+    return _health(request.app[REGISTRY_KEY].ready(), "ready")
+
+
+async def _server_metadata(request: web.Request) -> web.Response:
+    return json_response(request.app[REGISTRY_KEY].server_metadata())
+
+
+def metadata_doc(metadata: ModelMetadata) -> dict[str, object]:
+    """The OIP model-metadata JSON object."""
+
+    def tensors(specs):
+        return [
+            {"name": t.name, "datatype": t.datatype, "shape": t.shape,
+             **({"parameters": t.parameters} if t.parameters else {})}
+            for t in specs
+        ]
+
+    doc: dict[str, object] = {"name": metadata.name}
+    if metadata.versions:
+        doc["versions"] = metadata.versions
+    doc["platform"] = metadata.platform
+    doc["inputs"] = tensors(metadata.inputs)
+    doc["outputs"] = tensors(metadata.outputs)
+    if metadata.parameters:
+        doc["parameters"] = metadata.parameters
+    return doc
+
+
+async def _model_metadata(request: web.Request) -> web.Response:
+    info = request.match_info
+    target = request.app[REGISTRY_KEY].get(info["model"], info.get("version"))
+    return json_response(metadata_doc(target.metadata()))
+
+
+async def _model_ready(request: web.Request) -> web.Response:
+    info = request.match_info
+    ready = request.app[REGISTRY_KEY].model_ready(info["model"], info.get("version"))
+    return json_response({"name": info["model"], "ready": ready}, 200 if ready else 503)
+
+
+async def _infer(request: web.Request) -> web.Response:
+    start = time.perf_counter()
+    name = request.match_info["model"]
+    code = "200"
+    try:
+        return await _infer_inner(request, name)
+    except Exception as exc:
+        reply = _from_error(exc)
+        code = str(reply.status)
+        return reply
+    finally:
+        request.app[METRICS_KEY].observe(name, "rest", code, time.perf_counter() - start)
+
+
+async def _infer_inner(request: web.Request, name: str) -> web.Response:
+    registry = request.app[REGISTRY_KEY]
+    version = request.match_info.get("version")
+    body = await request.read()
+    header_length = request.headers.get(binary.HEADER)
+    if header_length is not None:
+        length = _int_header(header_length)
+        metadata = registry.get(name, version).metadata() if length == 0 else None
+        req, prefs = binary.request_from_binary(body, length, name, version, metadata)
+    else:
+        req, prefs = jsonc.request_from_json(jsonc.loads(body), name, version)
+    req.headers = {k.lower(): v for k, v in request.headers.items()}
+    resp = await registry.infer(req)
+    headers = dict(resp.headers)
+    if prefs.any:
+        payload, length = binary.response_to_binary(resp, prefs)
+        if length is not None:
+            headers[binary.HEADER] = str(length)
+            return web.Response(
+                body=payload, content_type="application/octet-stream", headers=headers
+            )
+    else:
+        payload = jsonc.response_to_json(resp)
+    return web.Response(body=payload, content_type=_JSON, headers=headers)
+
+
+def _int_header(value: str) -> int:
+    from gateway.errors import InvalidRequestError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequestError(f"{binary.HEADER} must be an integer") from None
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _repository_index(request: web.Request) -> web.Response:
+    return json_response(request.app[REGISTRY_KEY].index())
+
+
+def build_app(
+    registry: ModelRegistry,
+    metrics: ServerMetrics,
+    *,
+    max_body_bytes: int = 64 * 2**20,
+    extra_routes: Callable[[web.Application], None] | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``registry``.
+
+    Args:
+        registry: targets served.
+        metrics: request metrics (also served at ``GET /metrics``).
+        max_body_bytes: bodies over this many bytes get 413.
+        extra_routes: adds product routes (the gateway's feedback, decisions, admin).
+    """
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+    app[REGISTRY_KEY] = registry
+    app[METRICS_KEY] = metrics
+    add = app.router.add_route
+    add("GET", "/v2/health/live", _live)
+    add("GET", "/v2/health/ready", _ready)
+    add("GET", "/v2", _server_metadata)
+    add("GET", "/metrics", _metrics)
+    add("POST", "/v2/repository/index", _repository_index)
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        add("GET", prefix, _model_metadata)
+        add("GET", prefix + "/ready", _model_ready)
+        add("POST", prefix + "/infer", _infer)
+    if extra_routes is not None:
+        extra_routes(app)
+    return app
+
+
+def body_json(raw: bytes) -> object:
+    """Parse a request body as JSON for product routes.
+
+    Raises:
+        InvalidRequestError: malformed JSON.
+    """
+    return jsonc.loads(raw)
+

@@ -1,0 +1,61 @@
+"""The model-wrapper interface: what a framework runtime implements.
+
+A wrapper works at the array level: ``predict`` takes a batch of rows (first dimension)
+per input and returns a batch per output. Validation of requests against the
+metadata, datatype conversion, requested outputs, ids and parameters live once in
+``wrappers/target.py``; batching of concurrent requests is a wrapper around a wrapper
+(``wrappers/batching.py``). Keeping ``predict`` array-level is what lets the batcher
+merge rows of many requests into one framework call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from gateway.protocol import ModelMetadata
+
+__all__ = ["ModelWrapper"]
+
+
+class ModelWrapper(ABC):
+    """A loaded model of one framework.
+
+    ``load``, ``predict`` and ``unload`` block and are CPU-bound; callers run them off
+    the event loop.
+    """
+
+    platform: ClassVar[str]
+    """OIP platform string, such as ``onnx_onnxv1`` or ``pytorch_torchscript``."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Read the artifact and make the model ready.
+
+        Raises:
+            InferenceError: the artifact is missing or not a model of this framework.
+        """
+
+    @abstractmethod
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on a batch.
+
+        Args:
+            inputs: input name -> array whose dtype and shape match :meth:`metadata`
+                (first dimension is the batch).
+
+        Returns:
+            Output name -> array with the same first dimension as the inputs.
+
+        Raises:
+            InferenceError: the framework raised.
+        """
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Release the model. Default: nothing to release."""
+
+    @abstractmethod
+    def metadata(self) -> ModelMetadata:
+        """OIP metadata: inputs and outputs with datatypes and shapes (``-1`` batch)."""
