@@ -7,7 +7,9 @@ configuration, never from a raw path or an id: an unknown name is recorded as
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no *_created series: they double every counter's cardinality
 
 __all__ = ["ServerMetrics", "GatewayMetrics", "UNKNOWN"]
 

@@ -1,0 +1,268 @@
+"""The gateway process: deployments from a config file, served over OIP REST and gRPC,
+plus Arbiter's decision API.
+
+REST, beside the OIP endpoints (each deployment is an OIP model):
+
+========  ===========================================  =================================
+verb      path                                         what
+========  ===========================================  =================================
+POST      /v2/deployments/{deployment}/feedback        ``{"decision_id", "reward"|"truth"}``
+                                                       or a list of them
+GET       /v2/decisions/{decision_id}                  the decision record
+GET       /v2/deployments                              every deployment's state
+GET       /v2/deployments/{deployment}                 router state, shadow agreement
+POST      /v2/deployments/{deployment}/promote         ``{"model": key}`` (champion_challenger)
+========  ===========================================  =================================
+
+gRPC: ``arbiter.DecisionService`` (``Feedback``, ``GetDecision``), beside
+``inference.GRPCInferenceService``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.config import ConfigError, GatewayConfig, load_config, router_models
+from gateway.dataplane import Deployment
+from gateway.decisions import DecisionStore
+from gateway.errors import InvalidRequestError, ModelNotFoundError
+from gateway.explaining import ExplainHub
+from gateway.metrics import GatewayMetrics
+from gateway.registry import ModelRegistry
+from gateway.server import rest
+from gateway.server.app import Server, ServerOptions
+from gateway.upstream import UpstreamModel, connect
+from protos import arbiter_pb2, arbiter_pb2_grpc
+from routers import InMemoryStateStore, SQLiteStateStore, build_router
+
+__all__ = ["Gateway", "build_gateway", "run_gateway"]
+
+log = logging.getLogger("arbiter.gateway")
+
+
+class Gateway:
+    """Everything a running gateway holds.
+
+    Args:
+        config: the validated config.
+        upstream_wait_s: how long startup waits for every model pod to answer.
+    """
+
+    def __init__(self, config: GatewayConfig, upstream_wait_s: float = 60.0) -> None:
+        self.config = config
+        self.upstream_wait_s = upstream_wait_s
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = GatewayMetrics(self.metrics_registry)
+        self.store = DecisionStore(
+            config.decisions, on_write_error=self.metrics.decisions_dropped.inc
+        )
+        self.state = (
+            SQLiteStateStore(config.state.sqlite_path)
+            if config.state.kind == "sqlite" else InMemoryStateStore()
+        )
+        self.upstreams: dict[str, UpstreamModel] = {
+            key: connect(key, ref) for key, ref in config.models.items()
+        }
+        self.explain = ExplainHub(config, self.store, self.metrics)
+        self.deployments = {name: self._deployment(name) for name in config.deployments}
+        self.registry = ModelRegistry(self.deployments.values())
+
+    def _deployment(self, name: str) -> Deployment:
+        spec = self.config.deployments[name]
+        rng = random.Random(spec.seed)
+        router = build_router(name, spec.router, rng=rng, clock=time.time, store=self.state)
+        upstreams = {key: self.upstreams[key] for key in router_models(spec.router)}
+        explain = self.explain.hook(name) if spec.explain and spec.explain.mode != "off" else None
+        return Deployment(
+            name, spec, router, upstreams, self.store, self.metrics, explain,
+            on_promotion=self.explain.on_promotion,
+        )
+
+    async def start(self) -> None:
+        """Open the decision log, reach every model pod, check each deployment's
+        contract, start the explainers.
+
+        Raises:
+            UpstreamUnavailableError: a pod did not answer within ``upstream_wait_s``.
+            ConfigError: models of one deployment disagree on inputs/outputs.
+        """
+        await self.store.open()
+        await asyncio.gather(*(u.wait_ready(self.upstream_wait_s) for u in self.upstreams.values()))
+        for deployment in self.deployments.values():
+            check_contract(deployment)
+            deployment.update_posterior_metrics()
+        await self.explain.start(self.deployments)
+
+    async def stop(self) -> None:
+        """Drain shadows and explanations, flush the log, close the pools."""
+        for deployment in self.deployments.values():
+            await deployment.drain()
+        await self.explain.close()
+        await self.store.close()
+        for upstream in self.upstreams.values():
+            await upstream.close()
+
+    def deployment(self, name: str) -> Deployment:
+        """The deployment ``name``.
+
+        Raises:
+            ModelNotFoundError: unknown deployment.
+        """
+        try:
+            return self.deployments[name]
+        except KeyError:
+            raise ModelNotFoundError(f"deployment {name!r} not found") from None
+
+    async def feedback(self, name: str, body: Any) -> list[dict[str, Any]]:
+        """Apply one feedback item or a list of them; every item is validated before
+        any is applied, so a bad list changes nothing.
+
+        Raises:
+            InvalidRequestError, DecisionNotFoundError, ModelNotFoundError.
+        """
+        deployment = self.deployment(name)
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            raise InvalidRequestError("feedback list is empty")
+        for item in items:
+            await deployment.check_feedback(item)
+        return [await deployment.feedback(item) for item in items]
+
+    def promote(self, name: str, body: Any) -> dict[str, Any]:
+        """Manual promotion of a challenger.
+
+        Raises:
+            InvalidRequestError: not a champion-challenger deployment, or not a challenger.
+        """
+        deployment = self.deployment(name)
+        router = deployment.router
+        if not hasattr(router, "promote"):
+            raise InvalidRequestError(f"deployment {name!r} has no champion to promote over")
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str):
+            raise InvalidRequestError("promotion needs a string 'model'")
+        try:
+            record = router.promote(model, reason="manual")
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        self.metrics.promotions.labels(name).inc()
+        self.explain.on_promotion(name)
+        return record
+
+
+def check_contract(deployment: Deployment) -> None:
+    """Every model of a deployment must share the primary's inputs and outputs.
+
+    Raises:
+        ConfigError: naming the model and the difference.
+    """
+    def contract(meta):
+        return (
+            [(t.name, t.datatype, list(t.shape)) for t in meta.inputs],
+            [(t.name, t.datatype, list(t.shape)) for t in meta.outputs],
+        )
+
+    primary_key = deployment.router.primary
+    expected = contract(deployment.upstreams[primary_key].metadata())
+    for key, upstream in deployment.upstreams.items():
+        got = contract(upstream.metadata())
+        for i, part in enumerate(("inputs", "outputs")):
+            if got[i] != expected[i]:
+                raise ConfigError(
+                    f"deployment {deployment.name!r}: model {key!r} {part} {got[i]} differ "
+                    f"from {primary_key!r} {part} {expected[i]}"
+                )
+
+
+def _routes(gateway: Gateway):
+    async def feedback(request: web.Request) -> web.Response:
+        body = rest.body_json(await request.read())
+        results = await gateway.feedback(request.match_info["deployment"], body)
+        return rest.json_response(results if isinstance(body, list) else results[0])
+
+    async def decision(request: web.Request) -> web.Response:
+        record = await gateway.store.get(request.match_info["decision_id"])
+        return rest.json_response(record.to_doc())
+
+    async def deployments(request: web.Request) -> web.Response:
+        return rest.json_response({n: d.snapshot() for n, d in gateway.deployments.items()})
+
+    async def deployment(request: web.Request) -> web.Response:
+        return rest.json_response(gateway.deployment(request.match_info["deployment"]).snapshot())
+
+    async def promote(request: web.Request) -> web.Response:
+        body = rest.body_json(await request.read())
+        return rest.json_response(gateway.promote(request.match_info["deployment"], body))
+
+    def add(app: web.Application) -> None:
+        app.router.add_post("/v2/deployments/{deployment}/feedback", feedback)
+        app.router.add_get("/v2/decisions/{decision_id}", decision)
+        app.router.add_get("/v2/deployments", deployments)
+        app.router.add_get("/v2/deployments/{deployment}", deployment)
+        app.router.add_post("/v2/deployments/{deployment}/promote", promote)
+
+    return add
+
+
+class DecisionServicer(arbiter_pb2_grpc.DecisionServiceServicer):
+    """``arbiter.DecisionService``: feedback and decision records over gRPC."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def Feedback(self, request, context):  # noqa: N802 - proto names
+        items = []
+        for item in request.feedback:
+            doc: dict[str, Any] = {"decision_id": item.decision_id}
+            if item.WhichOneof("outcome") == "reward":
+                doc["reward"] = item.reward
+            elif item.WhichOneof("outcome") == "truth_json":
+                doc["truth"] = rest.body_json(item.truth_json.encode())
+            items.append(doc)
+        results = await self.gateway.feedback(request.deployment, items)
+        return arbiter_pb2.FeedbackResponse(results=[
+            arbiter_pb2.FeedbackResult(decision_id=r["decision_id"], status=r["status"],
+                                       rewards=r["rewards"])
+            for r in results
+        ])
+
+    async def GetDecision(self, request, context):  # noqa: N802
+        record = await self.gateway.store.get(request.decision_id)
+        return arbiter_pb2.DecisionRecord(json=orjson.dumps(record.to_doc()).decode())
+
+
+def build_gateway(
+    config: GatewayConfig, options: ServerOptions, upstream_wait_s: float = 60.0
+) -> tuple[Gateway, Server]:
+    """The gateway and its (not yet started) server."""
+    gateway = Gateway(config, upstream_wait_s)
+
+    def add_decisions(server) -> None:
+        arbiter_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(gateway), server)
+
+    server = Server(
+        gateway.registry, options, metrics_registry=gateway.metrics_registry,
+        extra_routes=_routes(gateway), extra_services=[add_decisions],
+        on_startup=[gateway.start], on_cleanup=[gateway.stop],
+    )
+    return gateway, server
+
+
+async def run_gateway(config_path: Path, options: ServerOptions) -> None:
+    """``arbiter gateway``: load the config, serve until SIGTERM/SIGINT.
+
+    Raises:
+        ConfigError: invalid config file.
+    """
+    config = load_config(config_path)
+    _, server = build_gateway(config, options)
+    await server.serve_forever()

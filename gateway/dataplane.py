@@ -1,0 +1,415 @@
+"""A gateway deployment: route -> call the routed model -> shadows -> decision record
+-> explanation; and feedback by decision id.
+
+The router is synchronous, so routing and learning are atomic under asyncio; all
+awaiting happens here. Shadows run as tracked background tasks, bounded by
+``max_shadow_in_flight`` (what is shed is counted); their outputs, latencies and
+failures are written onto the decision record and never touch the response. Feedback
+is accepted once per decision (a second one is reported as ``duplicate`` and not
+counted) and becomes a reward per model: a scalar reward credits the routed model; a
+ground truth is compared with every recorded output (see ``FeedbackSpec``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gateway.config import DeploymentSpec
+from gateway.decisions import Decision, DecisionStore
+from gateway.errors import ArbiterError, DecisionNotFoundError, InvalidRequestError
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import InferenceRequest, InferenceResponse, ModelMetadata, Tensor, new_id
+from gateway.upstream import UpstreamModel
+from routers.base import Outcome, Router
+
+__all__ = ["Deployment", "ShadowStats", "tensor_doc"]
+
+log = logging.getLogger("arbiter.dataplane")
+
+_MAX_RECORDED_ELEMENTS = 65_536
+
+
+def tensor_doc(tensor: Tensor) -> dict[str, Any]:
+    """A tensor as a JSON-able record (data dropped past 65,536 elements)."""
+    doc: dict[str, Any] = {"datatype": tensor.datatype, "shape": list(tensor.shape)}
+    if tensor.data.size <= _MAX_RECORDED_ELEMENTS:
+        data = tensor.data.ravel()
+        if tensor.datatype == "BYTES":
+            doc["data"] = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in data]
+        else:
+            doc["data"] = [None if isinstance(v, float) and not math.isfinite(v) else v
+                           for v in data.tolist()]
+    return doc
+
+
+class ShadowStats:
+    """Running agreement between one shadow and the primary."""
+
+    __slots__ = ("compared", "agreed", "abs_diff_sum", "abs_diff_n")
+
+    def __init__(self) -> None:
+        self.compared = 0
+        self.agreed = 0
+        self.abs_diff_sum = 0.0
+        self.abs_diff_n = 0
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Counts, agreement rate and mean absolute difference."""
+        return {
+            "compared": self.compared,
+            "agreement": self.agreed / self.compared if self.compared else None,
+            "mean_abs_difference": self.abs_diff_sum / self.abs_diff_n if self.abs_diff_n else None,
+        }
+
+
+class Deployment:
+    """One deployment, served by the gateway as an OIP model (a ``Target``).
+
+    Args:
+        name: deployment name (the OIP model name clients address).
+        spec: the deployment's config.
+        router: its routing policy.
+        upstreams: model key -> client, for every model the router names.
+        store: the decision store.
+        metrics: gateway metrics.
+        explain: called with each new decision to schedule its explanation, or None.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        router: Router,
+        upstreams: dict[str, UpstreamModel],
+        store: DecisionStore,
+        metrics: GatewayMetrics,
+        explain: Callable[[Decision, InferenceRequest], Any] | None = None,
+        on_promotion: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.router = router
+        self.upstreams = upstreams
+        self.store = store
+        self.metrics = metrics
+        self.explain = explain
+        self.on_promotion = on_promotion or (lambda name: None)
+        self.inline = spec.explain is not None and spec.explain.mode == "inline"
+        self.shadow_stats = {key: ShadowStats() for key in router.models}
+        self._tasks: set[asyncio.Task] = set()
+        self._route_counters: dict[str, Any] = {}
+        self._headers_router = router.kind
+
+    # -- Target -----------------------------------------------------------------
+    def metadata(self) -> ModelMetadata:
+        """The primary model's metadata under the deployment's name."""
+        primary = self.upstreams[self.router.primary].metadata()
+        return ModelMetadata(
+            name=self.name, platform=primary.platform, inputs=primary.inputs,
+            outputs=primary.outputs, versions=[],
+            parameters={"router": self.router.kind, "primary": self.router.primary},
+        )
+
+    def ready(self) -> bool:
+        """Whether every model of the deployment has been reached."""
+        return all(u.ready() for u in self.upstreams.values())
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Route ``request``, answer with the routed model's response, record the
+        decision.
+
+        Raises:
+            ArbiterError: the routed model's failure (503 unreachable, 504 deadline,
+                400 invalid input, ...); shadows never raise.
+        """
+        route = self.router.route(request)
+        decision_id = request.id or new_id()
+        request.id = decision_id
+        for key in route.shadows:
+            self._start_shadow(key, request, decision_id)
+        start = time.perf_counter()
+        routed = self.upstreams[route.routed]
+        try:
+            response = await routed.infer(request)
+        except ArbiterError as exc:
+            self._count_upstream(route.routed, exc.grpc_code, start)
+            raise
+        latency = self._count_upstream(route.routed, "OK", start)
+        decision = Decision(
+            id=decision_id, time=time.time(), deployment=self.name, router=self.router.kind,
+            routed=route.routed, shadows=list(route.shadows),
+            inputs={t.name: tensor_doc(t) for t in request.inputs},
+            outputs={route.routed: {t.name: tensor_doc(t) for t in response.outputs}},
+            latency_ms={route.routed: latency * 1000}, parameters=dict(request.parameters),
+        )
+        self.store.add(decision)
+        self._count_route(route.routed)
+        response = self._answer(response, decision)
+        if self.explain is not None:
+            pending = self.explain(decision, request)
+            if self.inline and pending is not None:
+                from gateway.explaining import explanation_parameter
+
+                response.parameters["explanation"] = explanation_parameter(await pending)
+        return response
+
+    def _answer(self, response: InferenceResponse, decision: Decision) -> InferenceResponse:
+        response.model_name = self.name
+        response.model_version = None
+        response.id = decision.id
+        response.parameters = {
+            **response.parameters, "decision_id": decision.id,
+            "routed_model": decision.routed, "router": self.router.kind,
+        }
+        response.headers = {
+            "x-arbiter-decision-id": decision.id,
+            "x-arbiter-routed-model": decision.routed,
+            "x-arbiter-router": self.router.kind,
+        }
+        return response
+
+    def _count_upstream(self, key: str, code: str, start: float) -> float:
+        elapsed = time.perf_counter() - start
+        self.metrics.upstream.labels(self.name, key, code).inc()
+        self.metrics.upstream_duration.labels(self.name, key).observe(elapsed)
+        return elapsed
+
+    def _count_route(self, key: str) -> None:
+        counter = self._route_counters.get(key)
+        if counter is None:
+            counter = self.metrics.route_decisions.labels(self.name, self.router.kind, key)
+            self._route_counters[key] = counter
+        counter.inc()
+
+    # -- shadows ------------------------------------------------------------------
+    def _start_shadow(self, key: str, request: InferenceRequest, decision_id: str) -> None:
+        if len(self._tasks) >= self.spec.max_shadow_in_flight:
+            self.metrics.shadow.labels(self.name, key, "shed").inc()
+            self._note_shadow_error(decision_id, key, "shed: too many shadow calls in flight")
+            return
+        task = asyncio.create_task(self._shadow(key, request, decision_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _shadow(self, key: str, request: InferenceRequest, decision_id: str) -> None:
+        start = time.perf_counter()
+        try:
+            response = await self.upstreams[key].infer(request)
+        except ArbiterError as exc:
+            self._count_upstream(key, exc.grpc_code, start)
+            self.metrics.shadow.labels(self.name, key, "error").inc()
+            self._note_shadow_error(decision_id, key, exc.message)
+            return
+        except Exception as exc:  # a shadow never raises into anything
+            log.exception("shadow %s of %s failed", key, self.name)
+            self.metrics.shadow.labels(self.name, key, "error").inc()
+            self._note_shadow_error(decision_id, key, f"internal error: {type(exc).__name__}")
+            return
+        latency = self._count_upstream(key, "OK", start)
+        self.metrics.shadow.labels(self.name, key, "ok").inc()
+        await self._record_shadow(decision_id, key, response, latency)
+
+    async def _decision_soon(self, decision_id: str) -> Decision | None:
+        """The decision, waiting briefly if the primary has not answered yet."""
+        for _ in range(200):
+            decision = self.store.cached(decision_id)
+            if decision is not None:
+                return decision
+            await asyncio.sleep(0.005)
+        return None
+
+    def _note_shadow_error(self, decision_id: str, key: str, message: str) -> None:
+        async def note() -> None:
+            decision = await self._decision_soon(decision_id)
+            if decision is not None:
+                decision.errors[key] = message
+                self.store.touch(decision)
+
+        task = asyncio.create_task(note())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _record_shadow(
+        self, decision_id: str, key: str, response: InferenceResponse, latency: float
+    ) -> None:
+        decision = await self._decision_soon(decision_id)
+        if decision is None:  # the primary failed: nothing to compare with
+            return
+        decision.outputs[key] = {t.name: tensor_doc(t) for t in response.outputs}
+        decision.latency_ms[key] = latency * 1000
+        self.store.touch(decision)
+        self._compare(decision, key, response)
+
+    def _compare(self, decision: Decision, key: str, response: InferenceResponse) -> None:
+        primary = decision.outputs.get(decision.routed, {})
+        stats = self.shadow_stats[key]
+        for tensor in response.outputs:
+            base = primary.get(tensor.name)
+            if base is None or "data" not in base or base["shape"] != list(tensor.shape):
+                continue
+            mine = np.asarray(tensor.data, dtype=object if tensor.datatype == "BYTES" else None)
+            theirs = np.asarray(base["data"]).reshape(tensor.shape)
+            if tensor.datatype.startswith("FP"):
+                diff = np.abs(mine.astype(np.float64) - theirs.astype(np.float64))
+                stats.abs_diff_sum += float(np.nanmean(diff)) if diff.size else 0.0
+                stats.abs_diff_n += 1
+                self.metrics.shadow_abs_diff.labels(self.name, key).set(
+                    stats.abs_diff_sum / stats.abs_diff_n
+                )
+            elif tensor.name == self.spec.feedback.output or tensor.datatype != "BYTES":
+                stats.compared += 1
+                stats.agreed += int(np.array_equal(mine.ravel().tolist(), theirs.ravel().tolist()))
+                self.metrics.shadow_agreement.labels(self.name, key).set(
+                    stats.agreed / stats.compared
+                )
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait (up to ``timeout_s``) for shadow tasks in flight."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    # -- feedback -------------------------------------------------------------------
+    async def feedback(self, item: Any) -> dict[str, Any]:
+        """Apply one feedback item ``{"decision_id", "reward" | "truth"}``.
+
+        Returns:
+            ``{"decision_id", "status": "accepted" | "duplicate", "rewards"}``.
+
+        Raises:
+            InvalidRequestError: malformed item, reward not in [0, 1], truth of the
+                wrong shape.
+            DecisionNotFoundError: unknown decision, or one of another deployment.
+        """
+        decision_id, reward, truth = _parse_feedback(item)
+        decision = await self.store.get(decision_id)
+        if decision.deployment != self.name:
+            raise DecisionNotFoundError(
+                f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
+            )
+        if decision.feedback is not None:
+            self.metrics.feedback.labels(self.name, "duplicate").inc()
+            return {"decision_id": decision_id, "status": "duplicate",
+                    "rewards": decision.rewards or {}}
+        rewards = {decision.routed: reward} if truth is None else self._score(decision, truth)
+        decision.feedback = {"reward": reward, "truth": truth, "time": time.time()}
+        decision.rewards = rewards
+        self.store.touch(decision)
+        self._learn(decision, rewards)
+        return {"decision_id": decision_id, "status": "accepted", "rewards": rewards}
+
+    async def check_feedback(self, item: Any) -> None:
+        """Validate one feedback item without applying it.
+
+        Raises:
+            InvalidRequestError, DecisionNotFoundError: as :meth:`feedback`.
+        """
+        decision_id, _, truth = _parse_feedback(item)
+        decision = await self.store.get(decision_id)
+        if decision.deployment != self.name:
+            raise DecisionNotFoundError(
+                f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
+            )
+        if truth is not None and decision.feedback is None:
+            self._score(decision, truth)
+
+    def _learn(self, decision: Decision, rewards: dict[str, float]) -> None:
+        before = self.router.primary
+        self.router.feedback(Outcome(decision.routed, rewards))
+        self.metrics.feedback.labels(self.name, "accepted").inc()
+        for key, value in rewards.items():
+            self.metrics.rewards.labels(self.name, key).inc(value)
+            self.metrics.scored.labels(self.name, key).inc()
+        self.update_posterior_metrics()
+        if self.router.primary != before:
+            self.metrics.promotions.labels(self.name).inc()
+            log.info("%s: %s promoted over %s", self.name, self.router.primary, before)
+            self.on_promotion(self.name)
+
+    def update_posterior_metrics(self) -> None:
+        """Export each arm's posterior mean reward rate, where the router has one."""
+        snapshot = self.router.snapshot()
+        for arm, info in (snapshot.get("arms") or {}).items():
+            mean = info.get("posterior_mean", info.get("mean")) if isinstance(info, dict) else None
+            if isinstance(mean, int | float):
+                self.metrics.posterior_mean.labels(self.name, arm).set(mean)
+
+    def _score(self, decision: Decision, truth: Any) -> dict[str, float]:
+        output = self.spec.feedback.output
+        rewards = {}
+        for key, outputs in decision.outputs.items():
+            recorded = outputs.get(output)
+            if recorded is None or "data" not in recorded:
+                continue
+            rewards[key] = _reward(recorded, truth, output)
+        if decision.routed not in rewards:
+            raise InvalidRequestError(
+                f"decision {decision.id!r} has no output {output!r} to compare the truth with"
+            )
+        return rewards
+
+    def snapshot(self) -> dict[str, Any]:
+        """Router state, shadow agreement, and models, for ``GET /v2/deployments/{name}``."""
+        return {
+            "name": self.name,
+            "router": self.router.snapshot(),
+            "models": {k: {"url": u.ref.url, "name": u.ref.name} for k, u in self.upstreams.items()},
+            "shadow_agreement": {
+                k: s.as_dict() for k, s in self.shadow_stats.items() if s.compared or s.abs_diff_n
+            },
+        }
+
+
+def _parse_feedback(item: Any) -> tuple[str, float | None, Any]:
+    if not isinstance(item, dict):
+        raise InvalidRequestError("each feedback item must be an object")
+    decision_id = item.get("decision_id")
+    if not isinstance(decision_id, str) or not decision_id:
+        raise InvalidRequestError("feedback needs a string 'decision_id'")
+    has_reward, has_truth = "reward" in item, "truth" in item
+    if has_reward == has_truth:
+        raise InvalidRequestError("feedback needs exactly one of 'reward' or 'truth'")
+    if has_truth:
+        return decision_id, None, item["truth"]
+    reward = item["reward"]
+    if (
+        isinstance(reward, bool) or not isinstance(reward, int | float)
+        or not math.isfinite(reward) or not 0 <= reward <= 1
+    ):
+        raise InvalidRequestError(f"'reward' must be a number in [0, 1], got {reward!r}")
+    return decision_id, float(reward), None
+
+
+def _reward(recorded: dict[str, Any], truth: Any, output: str) -> float:
+    predicted = np.asarray(recorded["data"], dtype=object)
+    try:
+        expected = np.asarray(truth, dtype=object).ravel()
+    except ValueError:
+        raise InvalidRequestError("'truth' must be a value or a (nested) list") from None
+    if expected.size != predicted.size:
+        raise InvalidRequestError(
+            f"'truth' has {expected.size} values; output {output!r} of the decision has "
+            f"{predicted.size} (shape {recorded['shape']})"
+        )
+    if recorded["datatype"].startswith("FP"):
+        try:
+            error = np.abs(predicted.astype(float) - expected.astype(float)).mean()
+        except (TypeError, ValueError):
+            raise InvalidRequestError("'truth' must be numbers for a float output") from None
+        return float(min(1.0, max(0.0, 1.0 - error)))
+    matches = [_same(p, e) for p, e in zip(predicted.tolist(), expected.tolist(), strict=True)]
+    return float(sum(matches) / len(matches))
+
+
+def _same(predicted: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or isinstance(predicted, bool):
+        return bool(predicted) == bool(expected)
+    if isinstance(expected, int | float) and isinstance(predicted, int | float):
+        return float(predicted) == float(expected)
+    return str(predicted) == str(expected)

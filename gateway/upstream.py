@@ -1,0 +1,246 @@
+"""Pooled OIP clients from the gateway to model-wrapper pods.
+
+gRPC targets use ``grpc.aio`` channels (raw tensor contents); REST targets use one
+aiohttp keep-alive session with the binary tensor extension. Every call has the
+model's deadline. Failures map onto the error tree: unreachable -> 503
+(:class:`UpstreamUnavailableError`), deadline -> 504 (:class:`DeadlineError`), the pod's
+own 4xx keep their meaning, anything else -> 500 (:class:`InferenceError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+import aiohttp
+import grpc
+
+from gateway.codecs import binary, grpc as grpc_codec, json as jsonc
+from gateway.config import ModelRef
+from gateway.errors import (
+    ArbiterError,
+    DeadlineError,
+    InferenceError,
+    InvalidRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnsupportedError,
+    UpstreamUnavailableError,
+)
+from gateway.protocol import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    TensorMetadata,
+)
+from protos import open_inference_pb2 as pb
+from protos import open_inference_pb2_grpc as pb_grpc
+
+__all__ = ["UpstreamModel", "connect"]
+
+log = logging.getLogger("arbiter.upstream")
+
+_GRPC_ERRORS: dict[grpc.StatusCode, type[ArbiterError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.UNAVAILABLE: UpstreamUnavailableError,
+    grpc.StatusCode.NOT_FOUND: UpstreamUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
+    grpc.StatusCode.UNIMPLEMENTED: UnsupportedError,
+}
+_HTTP_ERRORS: dict[int, type[ArbiterError]] = {
+    400: InvalidRequestError,
+    404: UpstreamUnavailableError,
+    413: PayloadTooLargeError,
+    429: OverloadedError,
+    501: UnsupportedError,
+    503: UpstreamUnavailableError,
+    504: DeadlineError,
+}
+
+
+class UpstreamModel:
+    """One model on a wrapper pod, as an OIP target of the gateway.
+
+    Args:
+        key: the model's key in the gateway config.
+        ref: where and how to reach it.
+    """
+
+    def __init__(self, key: str, ref: ModelRef) -> None:
+        self.key = key
+        self.name = ref.name
+        self.ref = ref
+        self._metadata: ModelMetadata | None = None
+
+    def metadata(self) -> ModelMetadata:
+        """The pod's metadata for the model (fetched by :meth:`fetch_metadata`).
+
+        Raises:
+            UpstreamUnavailableError: not fetched yet.
+        """
+        if self._metadata is None:
+            raise UpstreamUnavailableError(f"model {self.key!r} has not been reached yet")
+        return self._metadata
+
+    def ready(self) -> bool:
+        """Whether the model's metadata has been fetched."""
+        return self._metadata is not None
+
+    def _prepare(self, request: InferenceRequest) -> InferenceRequest:
+        return InferenceRequest(
+            self.ref.name, request.inputs, self.ref.version, request.id, request.outputs,
+            request.parameters,
+        )
+
+    async def wait_ready(self, timeout_s: float) -> ModelMetadata:
+        """Fetch the metadata, retrying until ``timeout_s`` seconds have passed.
+
+        Raises:
+            UpstreamUnavailableError: still unreachable at the end.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                self._metadata = await self.fetch_metadata()
+                return self._metadata
+            except ArbiterError as exc:
+                if loop.time() >= deadline:
+                    raise UpstreamUnavailableError(
+                        f"model {self.key!r} at {self.ref.url} did not answer within "
+                        f"{timeout_s:.0f} s: {exc.message}"
+                    ) from None
+                await asyncio.sleep(0.25)
+
+    async def fetch_metadata(self) -> ModelMetadata:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:  # pragma: no cover
+        raise NotImplementedError
+
+    async def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class GrpcUpstream(UpstreamModel):
+    """A model reached over gRPC, through ``connections`` channels used in turn."""
+
+    def __init__(self, key: str, ref: ModelRef) -> None:
+        super().__init__(key, ref)
+        target = ref.url.removeprefix("grpc://")
+        options = [
+            ("grpc.max_receive_message_length", 256 * 2**20),
+            ("grpc.max_send_message_length", 256 * 2**20),
+        ]
+        self._channels = [
+            grpc.aio.insecure_channel(target, options=[*options, ("grpc.channel_pool_id", i)])
+            for i in range(ref.connections)
+        ]
+        self._stubs = itertools.cycle(
+            [pb_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
+        )
+
+    async def fetch_metadata(self) -> ModelMetadata:
+        message = pb.ModelMetadataRequest(name=self.ref.name, version=self.ref.version or "")
+        try:
+            reply = await next(self._stubs).ModelMetadata(message, timeout=self.ref.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        return ModelMetadata(
+            name=reply.name, platform=reply.platform, versions=list(reply.versions),
+            inputs=[TensorMetadata(t.name, t.datatype, list(t.shape)) for t in reply.inputs],
+            outputs=[TensorMetadata(t.name, t.datatype, list(t.shape)) for t in reply.outputs],
+        )
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        message = grpc_codec.request_to_pb(self._prepare(request))
+        try:
+            reply = await next(self._stubs).ModelInfer(message, timeout=self.ref.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        return grpc_codec.response_from_pb(reply)
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> ArbiterError:
+        cls = _GRPC_ERRORS.get(exc.code(), InferenceError)
+        return cls(f"model {self.key!r}: {exc.details() or exc.code().name}")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels), return_exceptions=True)
+
+
+class HttpUpstream(UpstreamModel):
+    """A model reached over REST with the binary tensor extension and keep-alive."""
+
+    def __init__(self, key: str, ref: ModelRef) -> None:
+        super().__init__(key, ref)
+        base = ref.url.rstrip("/")
+        path = f"/v2/models/{ref.name}" + (f"/versions/{ref.version}" if ref.version else "")
+        self._meta_url = base + path
+        self._infer_url = base + path + "/infer"
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.ref.connections * 16, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.ref.timeout_s)
+            )
+        return self._session
+
+    async def _call(self, method: str, url: str, **kwargs) -> tuple[int, dict, bytes]:
+        try:
+            async with self._client().request(method, url, **kwargs) as reply:
+                return reply.status, dict(reply.headers), await reply.read()
+        except TimeoutError:
+            raise DeadlineError(
+                f"model {self.key!r} did not answer within {self.ref.timeout_s} s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailableError(f"model {self.key!r} unreachable: {exc}") from None
+
+    def _check(self, status: int, body: bytes) -> None:
+        if status == 200:
+            return
+        try:
+            message = jsonc.loads(body).get("error", "")
+        except Exception:
+            message = body[:200].decode(errors="replace")
+        cls = _HTTP_ERRORS.get(status, InferenceError)
+        raise cls(f"model {self.key!r}: {message or status}")
+
+    async def fetch_metadata(self) -> ModelMetadata:
+        status, _, body = await self._call("GET", self._meta_url)
+        self._check(status, body)
+        doc = jsonc.loads(body)
+
+        def tensors(items):
+            return [TensorMetadata(t["name"], t["datatype"], list(t["shape"])) for t in items]
+
+        return ModelMetadata(
+            name=doc["name"], platform=doc.get("platform", ""),
+            versions=list(doc.get("versions", [])),
+            inputs=tensors(doc.get("inputs", [])), outputs=tensors(doc.get("outputs", [])),
+        )
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        body, length = binary.request_to_binary(self._prepare(request), binary_outputs=True)
+        headers = {binary.HEADER: str(length), "Content-Type": "application/octet-stream"}
+        status, reply_headers, payload = await self._call(
+            "POST", self._infer_url, data=body, headers=headers
+        )
+        self._check(status, payload)
+        header_length = reply_headers.get(binary.HEADER)
+        if header_length is not None:
+            return binary.response_from_binary(payload, int(header_length))
+        return jsonc.response_from_json(jsonc.loads(payload))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def connect(key: str, ref: ModelRef) -> UpstreamModel:
+    """The client for ``ref``'s protocol (``grpc://`` or ``http://``)."""
+    return GrpcUpstream(key, ref) if ref.protocol == "grpc" else HttpUpstream(key, ref)
