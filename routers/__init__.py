@@ -56,36 +56,57 @@ __all__ = [
 _Builder = Callable[[str, Any, random.Random, Clock, StateStore], Router]
 
 
-def _thompson(name: str, spec: ThompsonSpec, rng: random.Random, clock: Clock,
-              store: StateStore) -> Router:
-    return ThompsonRouter(name, spec.arms, alpha0=spec.prior.alpha, beta0=spec.prior.beta,
-                          store=store, rng=rng, clock=clock)
+def _thompson(
+    name: str, spec: ThompsonSpec, rng: random.Random, clock: Clock, store: StateStore
+) -> Router:
+    return ThompsonRouter(
+        name,
+        spec.arms,
+        alpha0=spec.prior.alpha,
+        beta0=spec.prior.beta,
+        store=store,
+        rng=rng,
+        clock=clock,
+    )
 
 
-def _epsilon_greedy(name: str, spec: EpsilonGreedySpec, rng: random.Random, clock: Clock,
-                    store: StateStore) -> Router:
-    return EpsilonGreedyRouter(name, spec.arms, epsilon=spec.epsilon, store=store, rng=rng,
-                               clock=clock)
+def _epsilon_greedy(
+    name: str, spec: EpsilonGreedySpec, rng: random.Random, clock: Clock, store: StateStore
+) -> Router:
+    return EpsilonGreedyRouter(
+        name, spec.arms, epsilon=spec.epsilon, store=store, rng=rng, clock=clock
+    )
 
 
-def _weighted(name: str, spec: WeightedSpec, rng: random.Random, clock: Clock,
-              store: StateStore) -> Router:
+def _weighted(
+    name: str, spec: WeightedSpec, rng: random.Random, clock: Clock, store: StateStore
+) -> Router:
     return WeightedRouter(name, spec.weights, rng=rng, clock=clock)
 
 
-def _shadow(name: str, spec: ShadowSpec, rng: random.Random, clock: Clock,
-            store: StateStore) -> Router:
+def _shadow(
+    name: str, spec: ShadowSpec, rng: random.Random, clock: Clock, store: StateStore
+) -> Router:
     shadows = {s.model: s.fraction for s in spec.shadows}
     return ShadowRouter(name, spec.primary, shadows, rng=rng, clock=clock)
 
 
-def _champion_challenger(name: str, spec: ChampionChallengerSpec, rng: random.Random,
-                         clock: Clock, store: StateStore) -> Router:
+def _champion_challenger(
+    name: str, spec: ChampionChallengerSpec, rng: random.Random, clock: Clock, store: StateStore
+) -> Router:
     p = spec.promotion
     rule = PromotionRule(p.auto, p.min_samples, p.probability, p.check_every)
     return ChampionChallengerRouter(
-        name, spec.champion, spec.challengers, traffic=spec.traffic, rule=rule,
-        alpha0=spec.prior.alpha, beta0=spec.prior.beta, store=store, rng=rng, clock=clock,
+        name,
+        spec.champion,
+        spec.challengers,
+        traffic=spec.traffic,
+        rule=rule,
+        alpha0=spec.prior.alpha,
+        beta0=spec.prior.beta,
+        store=store,
+        rng=rng,
+        clock=clock,
     )
 
 

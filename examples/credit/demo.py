@@ -1,0 +1,361 @@
+"""The main job, end to end, on the German credit data (``make demo``).
+
+Starts three model pods and the gateway with ``arbiter up`` (config from
+``examples/credit/arbiter.yaml`` and ``gateway.yaml``, on free ports), replays the
+held-out applicants through the bandit, champion-challenger and shadow deployments with
+tritonclient (alternately REST and gRPC), sends each applicant's true outcome as
+delayed feedback by decision id, then prints and writes under ``--out``:
+``report.json`` and ``traffic_share.png``.
+
+Usage: ``python -m examples.credit.demo [--out out] [--passes 5] [--applicants 200]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from examples.credit.encoding import encode_frame
+
+HERE = Path(__file__).resolve().parent
+DEPLOYMENTS = ("credit", "credit-cc", "credit-shadow")
+FEEDBACK_DELAY = 25  # applicants between a decision and its outcome
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def write_run_files(models: Path, run_dir: Path) -> tuple[Path, dict[str, int]]:
+    """Copy the example's run file and gateway config into ``run_dir`` with free ports
+    and absolute paths. Returns the run file and the gateway's ports."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = yaml.safe_load((HERE / "arbiter.yaml").read_text())
+    gateway = yaml.safe_load((HERE / "gateway.yaml").read_text())
+    ports = iter(_free_ports(2 * len(run["pods"]) + 2))
+    for key, pod in run["pods"].items():
+        pod["settings"] = str(models / Path(pod["settings"]).name)
+        pod["http_port"], pod["grpc_port"] = next(ports), next(ports)
+        url = gateway["models"][key]["url"]
+        scheme_port = pod["grpc_port"] if url.startswith("grpc") else pod["http_port"]
+        gateway["models"][key]["url"] = f"{url.split('://')[0]}://127.0.0.1:{scheme_port}"
+    run["gateway"].update(config="gateway.yaml", http_port=next(ports), grpc_port=next(ports))
+    explain = gateway["deployments"]["credit-cc"]["explain"]
+    explain["encoding"] = str(models / "encoding.json")
+    explain["reference_data"] = str(models / "reference.npy")
+    gateway["decisions"]["sqlite_path"] = str(run_dir / "decisions.sqlite")
+    (run_dir / "decisions.sqlite").unlink(missing_ok=True)
+    (run_dir / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
+    (run_dir / "arbiter.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
+    return run_dir / "arbiter.yaml", run["gateway"]
+
+
+def _http(method: str, url: str, body: object | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+class Up:
+    """``arbiter up`` as a child process, its output in a log file."""
+
+    def __init__(self, run_file: Path, log_path: Path, http_port: int) -> None:
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{http_port}"
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "up", "--config", str(run_file)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"arbiter up exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"gateway not ready after {timeout_s} s; see {self.log_path}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Replay:
+    """Sends applicants through the deployments and their outcomes as feedback."""
+
+    def __init__(self, gateway: dict[str, int]) -> None:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.http as httpclient
+
+        self.http = httpclient.InferenceServerClient(f"127.0.0.1:{gateway['http_port']}")
+        self.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{gateway['grpc_port']}")
+        self.base = f"http://127.0.0.1:{gateway['http_port']}"
+        self.latency_ms: dict[str, list[float]] = {"rest": [], "grpc": []}
+        self.routed: dict[str, list[str]] = {d: [] for d in DEPLOYMENTS}
+        self.decisions: list[dict] = []
+        self.feedback_results: list[dict] = []
+        self.pending: collections.deque = collections.deque()
+
+    def infer(self, deployment: str, row: np.ndarray, protocol: str) -> dict:
+        from tritonclient import grpc as g
+        from tritonclient import http as h
+
+        start = time.perf_counter()
+        if protocol == "rest":
+            tensor = h.InferInput("input", [1, row.size], "FP32")
+            tensor.set_data_from_numpy(row.reshape(1, -1))
+            result = self.http.infer(deployment, [tensor])
+            params = result.get_response()["parameters"]
+        else:
+            tensor = g.InferInput("input", [1, row.size], "FP32")
+            tensor.set_data_from_numpy(row.reshape(1, -1))
+            result = self.grpc.infer(deployment, [tensor])
+            params = {k: v.string_param for k, v in result.get_response().parameters.items()}
+        self.latency_ms[protocol].append((time.perf_counter() - start) * 1000)
+        label = int(result.as_numpy("label")[0])
+        return {"deployment": deployment, "decision_id": params["decision_id"],
+                "routed_model": params["routed_model"], "label": label, "protocol": protocol}
+
+    def applicant(self, index: int, row: np.ndarray, truth: int) -> None:
+        protocol = "rest" if index % 2 == 0 else "grpc"
+        for deployment in DEPLOYMENTS:
+            decision = self.infer(deployment, row, protocol)
+            decision["truth"] = truth
+            self.decisions.append(decision)
+            self.routed[deployment].append(decision["routed_model"])
+            self.pending.append((index + FEEDBACK_DELAY, decision))
+        self.send_due(index)
+
+    def send_due(self, index: int | None) -> None:
+        by_deployment: dict[str, list] = collections.defaultdict(list)
+        while self.pending and (index is None or self.pending[0][0] <= index):
+            _, decision = self.pending.popleft()
+            by_deployment[decision["deployment"]].append(
+                {"decision_id": decision["decision_id"], "truth": [decision["truth"]]}
+            )
+        for deployment, items in by_deployment.items():
+            url = f"{self.base}/v2/deployments/{deployment}/feedback"
+            self.feedback_results.extend(_http("POST", url, items))
+
+
+def _share_over_time(routed: list[str], window: int) -> list[dict[str, float]]:
+    arms = sorted(set(routed))
+    out = []
+    for start in range(0, len(routed), window):
+        chunk = routed[start : start + window]
+        out.append({"decisions": start + len(chunk),
+                    **{a: chunk.count(a) / len(chunk) for a in arms}})
+    return out
+
+
+def _accuracy(feedback_results: list[dict]) -> dict[str, dict[str, float]]:
+    scored: dict[str, list[float]] = collections.defaultdict(list)
+    for result in feedback_results:
+        if result["status"] == "accepted":
+            for model, reward in result["rewards"].items():
+                scored[model].append(reward)
+    return {m: {"scored": len(v), "accuracy": float(np.mean(v))} for m, v in sorted(scored.items())}
+
+
+def _wait_explanations(base: str, decisions: list[dict], timeout_s: float) -> list[dict]:
+    records = []
+    deadline = time.monotonic() + timeout_s
+    for decision in decisions:
+        while True:
+            record = _http("GET", f"{base}/v2/decisions/{decision['decision_id']}")
+            status = (record.get("explanation") or {}).get("status")
+            if status != "pending" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        records.append(record)
+    return records
+
+
+def _refused_example(records: list[dict]) -> dict | None:
+    for record in records:
+        routed = record["routed"]
+        label = record["outputs"][routed]["label"]["data"][0]
+        explanation = record.get("explanation") or {}
+        if label == 0 and explanation.get("status") == "done":
+            return {"decision_id": record["id"], "routed_model": routed,
+                    "decision": "refused (predicted bad credit risk)",
+                    "explanation": explanation.get("explanation", explanation)}
+    return None
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "p50_ms": float(np.percentile(values, 50)),
+            "p99_ms": float(np.percentile(values, 99))}
+
+
+def build_report(replay: Replay, states: dict, records: list[dict]) -> dict:
+    """The demo's figures, from what the client saw and the gateway's state."""
+    bandit = states["credit"]["router"]
+    explanations = collections.Counter(
+        (r.get("explanation") or {}).get("status", "none") for r in records
+    )
+    return {
+        "requests": len(replay.decisions),
+        "feedback": {"sent": len(replay.feedback_results),
+                     "accepted": sum(r["status"] == "accepted" for r in replay.feedback_results)},
+        "bandit": {
+            "traffic": dict(collections.Counter(replay.routed["credit"])),
+            "traffic_share_over_time": _share_over_time(replay.routed["credit"], 100),
+            "posterior_mean": {a: v.get("mean") for a, v in bandit["arms"].items()},
+        },
+        "accuracy_by_model": _accuracy(replay.feedback_results),
+        "champion_challenger": {
+            "champion": states["credit-cc"]["router"]["champion"],
+            "promotions": states["credit-cc"]["router"].get("promotions", []),
+        },
+        "shadow_agreement": states["credit-shadow"]["shadow_agreement"],
+        "refused_applicant": _refused_example(records),
+        "explanations": dict(explanations),
+        "latency": {p: _percentiles(v) for p, v in replay.latency_ms.items()},
+    }
+
+
+def _chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = report["bandit"]["traffic_share_over_time"]
+    arms = sorted({k for point in series for k in point if k != "decisions"})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm in arms:
+        ax.plot([p["decisions"] for p in series], [p.get(arm, 0.0) for p in series],
+                marker="o", label=f"{arm} (posterior mean "
+                f"{report['bandit']['posterior_mean'].get(arm, 0):.3f})")
+    ax.set_xlabel("decisions of the bandit deployment")
+    ax.set_ylabel("traffic share per 100 decisions")
+    ax.set_ylim(0, 1)
+    ax.set_title("Thompson sampling: traffic share per model")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _print(report: dict) -> None:
+    print("\n=== Arbiter demo: German credit ===")
+    print(f"requests {report['requests']}, feedback accepted {report['feedback']['accepted']}"
+          f" of {report['feedback']['sent']}, explanations {report['explanations']}")
+    print("bandit (Thompson) traffic:", report["bandit"]["traffic"])
+    print("  posterior mean reward per arm:",
+          {k: round(v, 3) for k, v in report["bandit"]["posterior_mean"].items()})
+    print("accuracy on scored decisions:",
+          {m: f"{v['accuracy']:.3f} (n={v['scored']})"
+           for m, v in report["accuracy_by_model"].items()})
+    cc = report["champion_challenger"]
+    print(f"champion-challenger: champion {cc['champion']}, promotions {len(cc['promotions'])}")
+    for promo in cc["promotions"]:
+        ev = promo.get("evidence", {})
+        print(f"  {promo['previous']} -> {promo['champion']} ({promo['reason']}), "
+              f"P(better) = {ev.get('probability', float('nan')):.3f}")
+    print("shadow agreement with lr:", json.dumps(report["shadow_agreement"]))
+    refused = report["refused_applicant"]
+    if refused:
+        exp = refused["explanation"]
+        print(f"refused applicant {refused['decision_id']} by {refused['routed_model']}:")
+        print("  " + str(exp.get("summary", exp)))
+    for protocol, lat in report["latency"].items():
+        if lat.get("count"):
+            print(f"latency {protocol}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms"
+                  f" over {lat['count']} requests")
+
+
+def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
+    """Run the whole demo; returns the report (also written to ``out``)."""
+    models = HERE / "models"
+    if not (models / "encoding.json").exists():
+        from examples.credit.train import train
+
+        train(models, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    run_file, gateway = write_run_files(models, out / "run")
+    holdout = pd.read_csv(models / "holdout.csv")
+    X = encode_frame(holdout.drop(columns=["creditability"])).astype(np.float32)[:applicants]
+    y = (holdout["creditability"] == "good").astype(int).to_numpy()[:applicants]
+    up = Up(run_file, out / "arbiter.log", gateway["http_port"])
+    try:
+        print(f"starting arbiter up (log: {out / 'arbiter.log'}) ...", flush=True)
+        up.wait_ready()
+        replay = Replay(gateway)
+        order = random.Random(seed)
+        index = 0
+        for p in range(passes):
+            rows = list(range(len(X)))
+            order.shuffle(rows)
+            for i in rows:
+                replay.applicant(index, X[i], int(y[i]))
+                index += 1
+            print(f"pass {p + 1}/{passes}: {index} applicants replayed", flush=True)
+        replay.send_due(None)
+        base = replay.base
+        cc = [d for d in replay.decisions if d["deployment"] == "credit-cc"]
+        records = _wait_explanations(base, cc, timeout_s=120)
+        states = {d: _http("GET", f"{base}/v2/deployments/{d}") for d in DEPLOYMENTS}
+        report = build_report(replay, states, records)
+    finally:
+        code = up.stop()
+    report["arbiter_up_exit_code"] = code
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    _chart(report, out / "traffic_share.png")
+    _print(report)
+    print(f"\nwrote {out / 'report.json'} and {out / 'traffic_share.png'}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--passes", type=int, default=5, help="times the holdout is replayed")
+    parser.add_argument("--applicants", type=int, default=200, help="held-out applicants used")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    report = run(args.out, args.passes, args.applicants, args.seed)
+    return 0 if report["arbiter_up_exit_code"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

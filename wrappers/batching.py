@@ -1,0 +1,261 @@
+"""Adaptive batching of concurrent requests to one model.
+
+:class:`BatchingWrapper` wraps a :class:`~wrappers.base.ModelWrapper`. Callers on the
+event loop ``await batcher.submit(inputs)``; rows of concurrent callers are
+concatenated along dimension 0 into one ``predict`` call that runs in a worker thread
+(never on the event loop), and each caller gets back exactly its own rows.
+
+Policy (in the spirit of Triton's dynamic batcher):
+
+* At most ``max_concurrency`` predict calls run at once. While they run, new requests
+  queue; when one finishes, the queue is flushed at once (those requests have already
+  waited), up to ``max_batch_size`` rows per call.
+* With a worker free, a request waits at most ``max_batch_wait_ms`` for others to join
+  it; the batch goes as soon as it holds ``max_batch_size`` rows. With a wait of 0 and
+  an empty queue a request runs at once, alone.
+* A request of ``max_batch_size`` rows or more, or any request when
+  ``max_batch_size == 1``, runs alone without merging.
+* Only requests whose inputs agree on names, dtypes and non-batch dimensions are
+  merged; others go in a later batch.
+* If ``predict`` raises, every caller of that batch gets an
+  :class:`~gateway.errors.InferenceError` (an :class:`~gateway.errors.ArbiterError`
+  raised by the model is passed on as is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import ArbiterError, InferenceError
+from gateway.protocol import ModelMetadata
+from wrappers.base import ModelWrapper
+
+__all__ = ["BatchingWrapper"]
+
+Arrays = dict[str, np.ndarray]
+
+
+class _Pending:
+    """One queued request: its inputs, row count, merge key and result future."""
+
+    __slots__ = ("inputs", "rows", "key", "future")
+
+    def __init__(self, inputs: Arrays, rows: int, future: asyncio.Future[Arrays]) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items())
+        self.future = future
+
+
+class BatchingWrapper(ModelWrapper):
+    """A model wrapper that merges concurrent requests into batches.
+
+    ``load``, ``unload``, ``metadata`` and the synchronous ``predict`` delegate to the
+    inner wrapper; :meth:`submit` is the batched, asynchronous entry point.
+
+    Args:
+        inner: the framework wrapper.
+        max_batch_size: most rows per predict call (>= 1; 1 disables merging).
+        max_batch_wait_ms: longest wait, in ms, for a batch to fill while a worker is
+            free (>= 0).
+        max_concurrency: predict calls that may run at once (>= 1).
+        executor: where predict runs; default a private pool of ``max_concurrency``
+            threads, shut down by :meth:`unload`.
+
+    Raises:
+        ValueError: a limit is out of range.
+    """
+
+    def __init__(
+        self,
+        inner: ModelWrapper,
+        max_batch_size: int = 64,
+        max_batch_wait_ms: float = 2.0,
+        max_concurrency: int = 1,
+        executor: Executor | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_batch_wait_ms < 0 or max_concurrency < 1:
+            raise ValueError("need max_batch_size >= 1, max_batch_wait_ms >= 0, "
+                             "max_concurrency >= 1")
+        self.inner = inner
+        self.max_batch_size = max_batch_size
+        self.max_batch_wait_s = max_batch_wait_ms / 1000.0
+        self.max_concurrency = max_concurrency
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_concurrency, thread_name_prefix="arbiter-predict"
+        )
+        self._queue: list[_Pending] = []
+        self._queued_rows = 0
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self.predict_calls = 0
+        """Number of inner predict calls made through :meth:`submit` (for tests, stats)."""
+
+    @property
+    def platform(self) -> str:  # type: ignore[override]
+        """The inner wrapper's platform."""
+        return self.inner.platform
+
+    def load(self) -> None:
+        """Load the inner wrapper (blocking)."""
+        self.inner.load()
+
+    def unload(self) -> None:
+        """Unload the inner wrapper and shut down a private executor."""
+        self.inner.unload()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def metadata(self) -> ModelMetadata:
+        """The inner wrapper's metadata."""
+        return self.inner.metadata()
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        """Unbatched, blocking predict (delegates to the inner wrapper)."""
+        return self.inner.predict(inputs)
+
+    async def submit(self, inputs: Arrays) -> Arrays:
+        """Predict ``inputs`` as part of a batch; await only from the event loop.
+
+        Args:
+            inputs: input name -> array; all share the first (batch) dimension.
+
+        Returns:
+            Output name -> array holding exactly this request's rows.
+
+        Raises:
+            InferenceError: the model raised (for every caller of the batch) or
+                returned outputs whose first dimension is not the batch size.
+            ArbiterError: raised by the model, passed on.
+        """
+        rows = _rows(inputs)
+        loop = asyncio.get_running_loop()
+        if (
+            self.max_batch_size == 1
+            or rows >= self.max_batch_size
+            or (self.max_batch_wait_s == 0 and not self._queue
+                and self._in_flight < self.max_concurrency)
+        ):
+            return await self._run_alone(loop, inputs)
+        future: asyncio.Future[Arrays] = loop.create_future()
+        self._queue.append(_Pending(inputs, rows, future))
+        self._queued_rows += rows
+        self._schedule(loop)
+        return await future
+
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, inputs: Arrays) -> Arrays:
+        """The fast path: one request, one predict call, no merging or splitting."""
+        self.predict_calls += 1
+        self._in_flight += 1
+        try:
+            return await loop.run_in_executor(self._executor, self.inner.predict, inputs)
+        except ArbiterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - wrappers should raise InferenceError
+            raise InferenceError(f"model raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._in_flight -= 1
+            if self._queue:
+                self._schedule(loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Decide, after a request was queued or a batch ended, whether to flush now."""
+        if not self._queue or self._in_flight >= self.max_concurrency:
+            return
+        if self._queued_rows >= self.max_batch_size or self.max_batch_wait_s == 0:
+            self._flush(loop)
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_batch_wait_s, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._in_flight < self.max_concurrency:
+            self._flush(loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start one predict call with the oldest compatible queued requests."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch = self._take_batch()
+        if batch:
+            self._in_flight += 1
+            self.predict_calls += 1
+            merged = _merge(batch)
+            done = loop.run_in_executor(self._executor, self.inner.predict, merged)
+            done.add_done_callback(lambda f: self._complete(loop, batch, f))
+        self._schedule(loop)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Pop up to ``max_batch_size`` rows of live requests sharing the head's key."""
+        queue = [p for p in self._queue if not p.future.done()]  # drop cancelled
+        if not queue:
+            self._queue, self._queued_rows = [], 0
+            return []
+        key, batch, rest, rows = queue[0].key, [], [], 0
+        for pending in queue:
+            if pending.key == key and rows + pending.rows <= self.max_batch_size:
+                batch.append(pending)
+                rows += pending.rows
+            else:
+                rest.append(pending)
+        self._queue, self._queued_rows = rest, sum(p.rows for p in rest)
+        return batch
+
+    def _complete(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], done: asyncio.Future[Any]
+    ) -> None:
+        self._in_flight -= 1
+        try:
+            _split(batch, done.result())
+        except BaseException as exc:  # noqa: BLE001 - delivered to every caller
+            _fail(batch, exc)
+        self._schedule(loop)
+
+
+def _rows(inputs: Arrays) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0
+
+
+def _merge(batch: list[_Pending]) -> Arrays:
+    if len(batch) == 1:
+        return batch[0].inputs
+    names = batch[0].inputs.keys()
+    return {n: np.concatenate([p.inputs[n] for p in batch], axis=0) for n in names}
+
+
+def _split(batch: list[_Pending], outputs: Arrays) -> None:
+    total = sum(p.rows for p in batch)
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise InferenceError(
+                f"model output {name!r} has shape {list(array.shape)}; "
+                f"expected first dimension {total} (the batch)"
+            )
+    start = 0
+    for pending in batch:
+        stop = start + pending.rows
+        if not pending.future.done():
+            pending.future.set_result(
+                outputs if len(batch) == 1 else {n: a[start:stop] for n, a in outputs.items()}
+            )
+        start = stop
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for pending in batch:
+        if pending.future.done():
+            continue
+        if isinstance(exc, ArbiterError):
+            error: BaseException = type(exc)(exc.message)
+        else:
+            error = InferenceError(f"model raised {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        pending.future.set_exception(error)

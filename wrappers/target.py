@@ -1,0 +1,248 @@
+"""A local model as an OIP :class:`~gateway.protocol.Target`.
+
+Construction, as the ``arbiter serve-model`` CLI does it::
+
+    settings = load_settings("models/lr.yaml")
+    target = ModelTarget(build_wrapper(settings.framework, settings.uri, settings), settings)
+    await target.load()                 # wrapper.load() in a thread; then ready() is True
+    response = await target.infer(request)
+
+``ModelTarget(wrapper, settings, *, executor=None)`` wraps ``wrapper`` in a
+:class:`~wrappers.batching.BatchingWrapper` configured by ``settings.max_batch_size``,
+``max_batch_wait_ms`` and ``max_concurrency`` (pass an already built
+``BatchingWrapper`` to keep yours).
+
+All request validation lives here, once for every framework:
+
+* unknown, duplicate or missing input; wrong rank; a dimension not matching the
+  declared one; an empty batch; inputs disagreeing on the batch size -> 400;
+* datatypes: an input of another datatype is converted when every value is exactly
+  representable in the declared one (integers to integers or floats, floats to wider
+  or lossless narrower floats), otherwise 400; BOOL and BYTES never convert;
+  non-finite floats are passed to the model;
+* an unknown requested output -> 400; the model not loaded -> 503;
+* an output the model did not produce, or of the wrong shape -> 500; outputs are cast
+  to the declared datatype.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+
+import numpy as np
+
+from gateway.errors import InferenceError, InvalidRequestError, ModelNotReadyError
+from gateway.protocol import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    Tensor,
+    TensorMetadata,
+    dtype_of,
+    new_id,
+)
+from wrappers.base import ModelWrapper
+from wrappers.batching import BatchingWrapper
+from wrappers.settings import ModelSettings
+
+__all__ = ["ModelTarget", "convert_datatype"]
+
+
+class ModelTarget:
+    """Serve one :class:`ModelWrapper` through the OIP ``Target`` interface.
+
+    Args:
+        wrapper: a framework wrapper (not yet loaded), or a ``BatchingWrapper``.
+        settings: the model's settings (name, version, batching limits).
+        executor: thread pool for predict calls; default a private one per model.
+
+    Attributes:
+        name: the model name (``settings.name``).
+    """
+
+    def __init__(
+        self, wrapper: ModelWrapper, settings: ModelSettings, *, executor: Executor | None = None
+    ) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.batcher = wrapper if isinstance(wrapper, BatchingWrapper) else BatchingWrapper(
+            wrapper, settings.max_batch_size, settings.max_batch_wait_ms,
+            settings.max_concurrency, executor,
+        )
+        self._ready = False
+        self._metadata = self._with_identity(self.batcher.metadata())
+        self._inputs: dict[str, tuple[TensorMetadata, np.dtype]] = {}
+        self._outputs: dict[str, tuple[TensorMetadata, np.dtype]] = {}
+
+    async def load(self) -> None:
+        """Load the model in a worker thread, then become ready.
+
+        Raises:
+            InferenceError: the wrapper could not load the artifact.
+        """
+        await asyncio.to_thread(self.batcher.load)
+        self._metadata = self._with_identity(self.batcher.metadata())
+        self._inputs = {t.name: (t, dtype_of(t.datatype)) for t in self._metadata.inputs}
+        self._outputs = {t.name: (t, dtype_of(t.datatype)) for t in self._metadata.outputs}
+        self._ready = True
+
+    async def unload(self) -> None:
+        """Stop serving and release the model (in a worker thread)."""
+        self._ready = False
+        await asyncio.to_thread(self.batcher.unload)
+
+    def ready(self) -> bool:
+        """Whether :meth:`load` has finished and :meth:`unload` has not been called."""
+        return self._ready
+
+    def metadata(self) -> ModelMetadata:
+        """OIP metadata: the wrapper's, named ``settings.name``, versioned by settings."""
+        return self._metadata
+
+    def _with_identity(self, metadata: ModelMetadata) -> ModelMetadata:
+        versions = [self.settings.version] if self.settings.version else metadata.versions
+        return ModelMetadata(self.name, metadata.platform, metadata.inputs, metadata.outputs,
+                             versions, metadata.parameters)
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Validate ``request``, predict (batched) and build the response.
+
+        Args:
+            request: inputs named and shaped as :meth:`metadata` declares.
+
+        Returns:
+            The requested outputs (default: all declared), the request id (generated
+            when absent) and the request ``parameters``.
+
+        Raises:
+            ModelNotReadyError: the model is not loaded.
+            InvalidRequestError: the request does not match the metadata (see module
+                docstring).
+            InferenceError: the model raised or produced an invalid output.
+        """
+        if not self._ready:
+            raise ModelNotReadyError(f"model {self.name!r} is not ready")
+        inputs = self._validate_inputs(request)
+        wanted = self._requested_outputs(request)
+        arrays = await self.batcher.submit(inputs)
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[self._output_tensor(n, p, arrays) for n, p in wanted],
+            model_version=self.settings.version,
+            id=request.id or new_id(),
+            parameters=dict(request.parameters),
+        )
+
+    def _validate_inputs(self, request: InferenceRequest) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}
+        for tensor in request.inputs:
+            declared = self._inputs.get(tensor.name)
+            if declared is None:
+                raise InvalidRequestError(
+                    f"unknown input {tensor.name!r} for model {self.name!r}; "
+                    f"expected inputs {list(self._inputs)}")
+            if tensor.name in arrays:
+                raise InvalidRequestError(f"input {tensor.name!r} is given twice")
+            arrays[tensor.name] = _check_input(tensor, *declared)
+        missing = [n for n in self._inputs if n not in arrays]
+        if missing:
+            raise InvalidRequestError(f"model {self.name!r} is missing inputs {missing}")
+        _check_batch(arrays)
+        return arrays
+
+    def _requested_outputs(self, request: InferenceRequest) -> list[tuple[str, dict]]:
+        if request.outputs is None:
+            return [(name, {}) for name in self._outputs]
+        for requested in request.outputs:
+            if requested.name not in self._outputs:
+                raise InvalidRequestError(
+                    f"unknown output {requested.name!r} requested from model {self.name!r}; "
+                    f"it has outputs {list(self._outputs)}")
+        return [(r.name, r.parameters) for r in request.outputs]
+
+    def _output_tensor(self, name: str, parameters: dict, arrays: dict) -> Tensor:
+        declared, dtype = self._outputs[name]
+        array = arrays.get(name)
+        if array is None:
+            raise InferenceError(f"model {self.name!r} did not produce output {name!r}")
+        if array.dtype != dtype:
+            array = array.astype(dtype)
+        shape = tuple(int(d) for d in array.shape)
+        if not declared.accepts_shape(shape):
+            raise InferenceError(
+                f"model {self.name!r} produced output {name!r} with shape {list(shape)}; "
+                f"declared {declared.shape}")
+        return Tensor(name, declared.datatype, shape, array, dict(parameters))
+
+
+def _check_input(tensor: Tensor, declared: TensorMetadata, dtype: np.dtype) -> np.ndarray:
+    """Return the tensor's data as a declared-dtype array, or raise InvalidRequestError."""
+    shape = tuple(tensor.shape)
+    if len(shape) != len(declared.shape):
+        raise InvalidRequestError(
+            f"input {tensor.name!r} has rank {len(shape)} (shape {list(shape)}); "
+            f"expected rank {len(declared.shape)}, shape {declared.shape}")
+    if not declared.accepts_shape(shape):
+        raise InvalidRequestError(
+            f"input {tensor.name!r} has shape {list(shape)}; expected {declared.shape}")
+    if 0 in shape:
+        raise InvalidRequestError(f"input {tensor.name!r} is empty (shape {list(shape)})")
+    data = tensor.data
+    if data.shape != shape:
+        if data.size != np.prod(shape):
+            raise InvalidRequestError(
+                f"input {tensor.name!r} has {data.size} values; shape {list(shape)} "
+                f"needs {int(np.prod(shape))}")
+        data = data.reshape(shape)
+    if data.dtype != dtype:
+        data = convert_datatype(tensor.name, data, tensor.datatype, declared.datatype, dtype)
+    return data
+
+
+def _check_batch(arrays: dict[str, np.ndarray]) -> None:
+    sizes = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise InvalidRequestError(f"inputs disagree on the batch size: {sizes}")
+
+
+def convert_datatype(
+    name: str, data: np.ndarray, given: str, declared: str, dtype: np.dtype
+) -> np.ndarray:
+    """Convert input ``data`` of OIP datatype ``given`` to ``declared`` when lossless.
+
+    Integers convert to any integer or float type, and floats to any float type, when
+    every value survives the round trip (NaN and infinities are kept). BOOL and BYTES
+    convert to nothing and nothing converts to them.
+
+    Args:
+        name: input name, for messages.
+        data: the array as sent.
+        given: its OIP datatype.
+        declared: the declared OIP datatype.
+        dtype: numpy dtype of ``declared``.
+
+    Returns:
+        ``data`` as a ``dtype`` array.
+
+    Raises:
+        InvalidRequestError: the conversion is not allowed or would change a value.
+    """
+    source = data.dtype
+    allowed = (source.kind in "iu" and dtype.kind in "iuf") or (
+        source.kind == "f" and dtype.kind == "f")
+    if not allowed:
+        raise InvalidRequestError(
+            f"input {name!r} has datatype {given}; model expects {declared}")
+    widening = np.can_cast(source, dtype, casting="safe") and not (
+        # numpy calls int64 -> float64 "safe", but integers above 2**53 round.
+        source.kind in "iu" and dtype.kind == "f" and 2 * source.itemsize > dtype.itemsize)
+    if widening:
+        return data.astype(dtype)
+    with np.errstate(all="ignore"):
+        converted = data.astype(dtype)
+        back = converted.astype(source)
+    if not np.array_equal(back, data, equal_nan=source.kind == "f"):
+        raise InvalidRequestError(
+            f"input {name!r}: {given} values are not exactly representable as {declared}")
+    return converted
