@@ -214,7 +214,7 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     def resolve(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
+        return None if p is None else p if p.is_absolute() else base / p
 
     decisions = config.decisions.model_copy(
         update={"sqlite_path": resolve(config.decisions.sqlite_path)}
