@@ -1,0 +1,119 @@
+"""The demo end to end (a short replay through `arbiter up`), and `arbiter up`'s
+startup failures: each ends with a clear message, exit code 1 and no process left."""
+
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import yaml
+
+from examples.credit import demo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_short_replay_report_matches_the_decision_log(tmp_path: Path) -> None:
+    report = demo.run(tmp_path / "out", passes=1, applicants=24)
+    assert report["arbiter_up_exit_code"] == 0
+    assert report["requests"] == 24 * len(demo.DEPLOYMENTS)
+    assert report["feedback"] == {"sent": 72, "accepted": 72}
+    db = sqlite3.connect(tmp_path / "out" / "run" / "decisions.sqlite")
+    docs = [json.loads(row[0]) for row in db.execute("SELECT doc FROM decisions")]
+    by_deployment = collections.Counter(d["deployment"] for d in docs)
+    assert by_deployment == {name: 24 for name in demo.DEPLOYMENTS}
+    bandit = collections.Counter(d["routed"] for d in docs if d["deployment"] == "credit")
+    assert dict(bandit) == report["bandit"]["traffic"]
+    rewards: dict[str, list[float]] = collections.defaultdict(list)
+    for d in docs:
+        assert d["feedback"] is not None
+        for model, reward in d["rewards"].items():
+            rewards[model].append(reward)
+    for model, figures in report["accuracy_by_model"].items():
+        assert figures["scored"] == len(rewards[model])
+        assert figures["accuracy"] == pytest.approx(np.mean(rewards[model]))
+    statuses = collections.Counter(
+        (d["explanation"] or {}).get("status", "none") for d in docs
+        if d["deployment"] == "credit-cc"
+    )
+    assert dict(statuses) == report["explanations"]
+    assert (tmp_path / "out" / "traffic_share.png").stat().st_size > 10_000
+
+
+def _run_file(tmp_path: Path, gateway_port: int | None = None, settings: Path | None = None,
+              gateway_config: str | None = None) -> Path:
+    models = ROOT / "examples" / "credit" / "models"
+    if not (models / "lr.yaml").exists():
+        from examples.credit.train import train
+
+        train(models)
+    run_file, ports = demo.write_run_files(models, tmp_path / "run")
+    run = yaml.safe_load(run_file.read_text())
+    run["pods"] = {"lr": run["pods"]["lr"]}
+    if settings is not None:
+        run["pods"]["lr"]["settings"] = str(settings)
+    if gateway_port is not None:
+        run["gateway"]["http_port"] = gateway_port
+    if gateway_config is not None:
+        (tmp_path / "run" / "gateway.yaml").write_text(gateway_config)
+    run_file.write_text(yaml.safe_dump(run))
+    return run_file
+
+
+def _up(run_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "up", "--config", str(run_file)],
+        capture_output=True, text=True, timeout=180, cwd=ROOT,
+    )
+
+
+def _no_process_mentions(text: str) -> bool:
+    for proc in psutil.process_iter(["cmdline"]):
+        if text in " ".join(proc.info["cmdline"] or []):
+            return False
+    return True
+
+
+def test_port_taken(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = _up(_run_file(tmp_path, gateway_port=port))
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_missing_model_file(tmp_path: Path) -> None:
+    settings = tmp_path / "broken.yaml"
+    settings.write_text(yaml.safe_dump({"name": "credit-lr", "framework": "sklearn",
+                                        "uri": "does-not-exist.joblib"}))
+    result = _up(_run_file(tmp_path, settings=settings))
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "lr exited during startup" in output
+    assert "model file not found" in output and "does-not-exist.joblib" in output
+    assert _no_process_mentions(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_bad_gateway_config(tmp_path: Path) -> None:
+    bad = "models: {lr: {url: grpc://127.0.0.1:1, name: credit-lr}}\n" \
+          "deployments: {credit: {router: {kind: thompson, arms: [lr, xgb]}}}\n"
+    result = _up(_run_file(tmp_path, gateway_config=bad))
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "gateway exited during startup" in output
+    assert "names model 'xgb', which is not under 'models'" in output
+    assert _no_process_mentions(str(tmp_path))
