@@ -113,10 +113,11 @@ class ExplainHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        """Let pending explanations finish (each worker's timeout), then stop the pools."""
+    async def close(self, grace_s: float = 3.0) -> None:
+        """Let pending explanations finish for up to ``grace_s`` seconds (recorded as
+        failed with reason ``closed`` after that), then stop the pools."""
         for worker in self.workers.values():
-            await worker.close()
+            await worker.close(grace_s=grace_s)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
 

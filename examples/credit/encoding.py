@@ -181,6 +181,7 @@ def encoding_spec() -> dict[str, Any]:
         "feature_names": list(FEATURE_NAMES),
         "categorical": {str(i): list(CATEGORIES[FEATURE_NAMES[i]]) for i in CATEGORICAL_INDICES},
         "label": {str(k): v for k, v in LABEL.items()},
+        "class_names": [LABEL[k] for k in sorted(LABEL)],
         "input": {"name": "input", "datatype": "FP32", "shape": [-1, len(FEATURE_NAMES)]},
     }
 

@@ -1,0 +1,48 @@
+"""Picklable predictor factories for explainer worker processes.
+
+The worker is given, per model key, a zero-argument picklable callable; each worker
+process calls it once and uses what it returns as the explainer's batch ``predict_fn``.
+:class:`explain.client.ModelEndpoint` is the factory for a remote model;
+:class:`JoblibPredictor` is the one for a model file on local disk (a wrapper pod, a
+notebook, a test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from explain.base import PredictFn
+
+__all__ = ["PredictorFactory", "JoblibPredictor"]
+
+PredictorFactory = Callable[[], PredictFn]
+"""Zero-argument picklable callable run once in a worker process; returns ``predict_fn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoblibPredictor:
+    """A joblib-saved sklearn classifier on local disk.
+
+    Attributes:
+        path: the ``.joblib`` file.
+        output: ``probabilities`` (``predict_proba``, ``[k, classes]``) or ``label``
+            (``predict``, ``[k]``).
+    """
+
+    path: Path
+    output: str = "probabilities"
+
+    def __call__(self) -> PredictFn:
+        """Load the model; return its batch prediction function."""
+        model = joblib.load(self.path)
+        method = model.predict if self.output == "label" else model.predict_proba
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            return np.asarray(method(X))
+
+        return predict

@@ -1,0 +1,76 @@
+"""What became of a decision's explanation, and the counters the gateway exports.
+
+Statuses: ``pending`` (recorded by the caller until the result arrives), ``done``,
+``skipped`` and ``failed``; reasons are a bounded set (see :mod:`explain.worker`), fit
+for metric labels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from explain.base import Explanation
+
+__all__ = ["ExplanationStatus", "ExplanationResult", "ExplanationStats", "ResultHook"]
+
+ExplanationStatus = Literal["pending", "done", "skipped", "failed"]
+ResultHook = Callable[["ExplanationResult"], None]
+"""Receives every final result (done, skipped, failed) on the event loop."""
+
+
+@dataclass(slots=True)
+class ExplanationResult:
+    """What became of one decision's explanation.
+
+    Attributes:
+        decision_id: the decision explained.
+        model: key of the model that made the decision.
+        status: ``pending``, ``done``, ``skipped`` or ``failed``.
+        reason: why skipped or failed (bounded set, see the module docstring).
+        detail: free text for ``explainer error`` (exception type and message).
+        explanation: the explanation when done.
+        latency_s: seconds from submission to the result (done and failed).
+    """
+
+    decision_id: str
+    model: str
+    status: ExplanationStatus
+    reason: str | None = None
+    detail: str | None = None
+    explanation: Explanation | None = None
+    latency_s: float | None = None
+
+    @classmethod
+    def pending(cls, decision_id: str, model: str) -> ExplanationResult:
+        """The placeholder a decision record holds until the result arrives."""
+        return cls(decision_id, model, "pending")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the explanation via :meth:`Explanation.to_dict`)."""
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "explanation"}
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
+        return out
+
+
+@dataclass(slots=True)
+class ExplanationStats:
+    """Counters for metrics (monotonic except ``queue_depth``).
+
+    Attributes:
+        done, skipped, failed: results by status.
+        reasons: ``"<status>/<reason>"`` -> count, e.g. ``"skipped/queue full"``.
+        queue_depth: explanations pending now (queued or running).
+        latency_s_sum, latency_count: sum and count of latencies of done explanations.
+    """
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    queue_depth: int = 0
+    latency_s_sum: float = 0.0
+    latency_count: int = 0
