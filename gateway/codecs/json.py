@@ -205,9 +205,27 @@ def _numeric_array(data: list, dtype: np.dtype, name: str) -> np.ndarray:
         raw = np.asarray(data)
     except ValueError:
         raise InvalidRequestError(f"tensor {name!r}: 'data' is a ragged nested list") from None
+    if dtype.kind in "iu" and raw.dtype.kind in "fO":
+        # numpy falls back to float64 (or object) for ints past int64/uint64 range of
+        # the others, e.g. [0, 2**64 - 1]: convert exactly via Python ints instead.
+        return _exact_ints(data, raw.shape, dtype, name)
     if raw.dtype.kind in "OUS":
         raw = _with_nonfinite(data, raw.shape, dtype, name)
     return _convert(raw, dtype, name)
+
+
+def _exact_ints(data: list, shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    values = []
+    for v in _flatten(data):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InvalidRequestError(f"tensor {name!r}: non-integer value for {_oip(dtype)}")
+        if not info.min <= v <= info.max:
+            raise InvalidRequestError(f"tensor {name!r}: value out of range for {_oip(dtype)}")
+        values.append(v)
+    return np.array(values, dtype=dtype).reshape(shape)
 
 
 def _with_nonfinite(data: list, shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:

@@ -1,0 +1,203 @@
+"""Fakes shared by the server, gateway and codec tests: tiny real wrappers and targets.
+
+* :class:`CreditLikeWrapper`: the credit models' contract (``input`` FP32 [-1, 20] ->
+  ``label`` INT64 [-1], ``probabilities`` FP32 [-1, 2]) with a deterministic rule and an
+  optional sleep (a slow pod) or failure (an erroring pod).
+* :class:`GatedLoadWrapper`: ``load`` blocks until an event is set (a loading pod).
+* :class:`EchoTarget`: a Target that answers every input back as an output of the same
+  name (any datatype), for transport round trips.
+* :class:`RaisingTarget`: a Target whose ``infer`` raises a given exception.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from gateway.protocol import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    Tensor,
+    TensorMetadata,
+)
+from wrappers.base import ModelWrapper
+from wrappers.settings import ModelSettings
+
+__all__ = [
+    "CREDIT_INPUTS",
+    "CREDIT_OUTPUTS",
+    "CreditLikeWrapper",
+    "EchoTarget",
+    "GatedLoadWrapper",
+    "RaisingTarget",
+    "credit_like_settings",
+    "expected_credit_like",
+    "model_pod",
+    "http_call",
+    "SlowCreditWrapper",
+]
+
+CREDIT_INPUTS = [TensorMetadata("input", "FP32", [-1, 20])]
+CREDIT_OUTPUTS = [
+    TensorMetadata("label", "INT64", [-1]),
+    TensorMetadata("probabilities", "FP32", [-1, 2]),
+]
+
+
+def expected_credit_like(x: np.ndarray) -> dict[str, np.ndarray]:
+    """What :class:`CreditLikeWrapper` answers for rows ``x`` (FP32 [n, 20])."""
+    p = 1.0 / (1.0 + np.exp(-np.asarray(x, np.float32).mean(axis=1)))
+    probabilities = np.stack([1 - p, p], axis=1).astype(np.float32)
+    return {"label": (p > 0.5).astype(np.int64), "probabilities": probabilities}
+
+
+class CreditLikeWrapper(ModelWrapper):
+    """The credit contract with a fixed rule; sleeps ``delay_s`` per predict call and
+    raises ``fail`` when set.
+
+    Args:
+        delay_s: seconds each predict call sleeps (a slow pod).
+        fail: exception raised by predict, or None.
+        inputs: declared inputs (override to build a pod with a different contract).
+    """
+
+    platform = "test"
+
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        fail: Exception | None = None,
+        inputs: list[TensorMetadata] | None = None,
+    ) -> None:
+        self.delay_s = delay_s
+        self.fail = fail
+        self.inputs = inputs or CREDIT_INPUTS
+        self.calls = 0
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail is not None:
+            raise self.fail
+        x = inputs["input"].reshape(len(inputs["input"]), -1)
+        return expected_credit_like(x)
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata("credit-like", self.platform, list(self.inputs), CREDIT_OUTPUTS)
+
+
+class GatedLoadWrapper(CreditLikeWrapper):
+    """A :class:`CreditLikeWrapper` whose ``load`` waits until :attr:`gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def load(self) -> None:
+        self.gate.wait(30)
+
+
+def credit_like_settings(name: str, version: str | None = "1", **kwargs) -> ModelSettings:
+    """Settings for a fake pod (no batching wait, so latencies are the model's)."""
+    return ModelSettings(name=name, version=version, max_batch_wait_ms=0, **kwargs)
+
+
+class EchoTarget:
+    """A Target answering each input back as an output of the same name, datatype and
+    shape (with its parameters); the request parameters are echoed too."""
+
+    def __init__(self, name: str = "echo", inputs: list[TensorMetadata] | None = None) -> None:
+        self.name = name
+        self._inputs = inputs or []
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        outputs = [
+            Tensor(t.name, t.datatype, t.shape, t.data, dict(t.parameters))
+            for t in request.inputs
+        ]
+        if request.outputs is not None:
+            wanted = {o.name for o in request.outputs}
+            outputs = [t for t in outputs if t.name in wanted]
+        return InferenceResponse(self.name, outputs, id=request.id,
+                                 parameters=dict(request.parameters))
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(self.name, "echo", list(self._inputs), list(self._inputs))
+
+    def ready(self) -> bool:
+        return True
+
+
+class RaisingTarget:
+    """A Target whose ``infer`` raises ``error`` (set it per request)."""
+
+    def __init__(self, name: str = "raising") -> None:
+        self.name = name
+        self.error: BaseException = RuntimeError("boom")
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        raise self.error
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(self.name, "test", CREDIT_INPUTS, CREDIT_OUTPUTS)
+
+    def ready(self) -> bool:
+        return True
+
+
+def model_pod(wrapper: ModelWrapper, settings: ModelSettings, options=None):
+    """A :class:`~tests.servers.ServerThread` factory argument serving ``wrapper`` as a
+    wrapper pod does (``arbiter serve-model``): load on startup, unload on cleanup."""
+    from gateway.registry import ModelRegistry
+    from gateway.server.app import Server
+    from tests.servers import local_options
+    from wrappers.target import ModelTarget
+
+    def factory():
+        target = ModelTarget(wrapper, settings)
+        return Server(
+            ModelRegistry([target]), options or local_options(),
+            on_startup=[target.load], on_cleanup=[target.unload],
+        )
+
+    return factory
+
+
+class SlowCreditWrapper(CreditLikeWrapper):
+    """A :class:`CreditLikeWrapper` loadable by ``arbiter serve-model --framework
+    tests.fakes:SlowCreditWrapper --model FILE``: FILE holds the predict delay in
+    seconds."""
+
+    def __init__(self, model_path, settings=None) -> None:
+        from pathlib import Path
+
+        super().__init__(delay_s=float(Path(model_path).read_text().strip() or 0))
+
+
+def http_call(
+    method: str, url: str, body: bytes | object | None = None,
+    headers: dict[str, str] | None = None, timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP call with urllib: ``(status, headers, body)``, also for error statuses.
+    A ``body`` that is not bytes is sent as JSON."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()
