@@ -23,24 +23,12 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 import orjson
 
+from gateway.codecs.grpc import CONTENTS_FIELD
 from gateway.errors import InferenceError, UpstreamUnavailableError
 from gateway.protocol import DATATYPES, dtype_of
 
 __all__ = ["ModelEndpoint", "RestOipClient", "GrpcOipClient", "connect"]
 
-_GRPC_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +184,7 @@ class GrpcOipClient:
         self._pb = open_inference_pb2
         self._grpc = grpc
         self._dtype = dtype_of(endpoint.input_datatype)
-        self._field = _GRPC_CONTENTS.get(endpoint.input_datatype)
+        self._field = CONTENTS_FIELD.get(endpoint.input_datatype)
         if self._field is None:
             raise ValueError(f"gRPC client cannot send datatype {endpoint.input_datatype}")
         self._channel = grpc.insecure_channel(f"{parts.hostname}:{parts.port}")
@@ -247,7 +235,7 @@ class GrpcOipClient:
             if len(response.raw_output_contents) > i:
                 flat = np.frombuffer(response.raw_output_contents[i], dtype=dtype.newbyteorder("<"))
             else:
-                field = _GRPC_CONTENTS.get(output.datatype, "fp64_contents")
+                field = CONTENTS_FIELD.get(output.datatype, "fp64_contents")
                 flat = np.asarray(getattr(output.contents, field), dtype=dtype)
             return flat.astype(dtype).reshape(shape)
         raise InferenceError(f"{self.endpoint.model}: no output {self.endpoint.output_name!r}")

@@ -30,6 +30,7 @@ from gateway.protocol import (
 from protos import open_inference_pb2 as pb
 
 __all__ = [
+    "CONTENTS_FIELD",
     "metadata_to_pb",
     "parameters_from_pb",
     "parameters_to_pb",
@@ -39,7 +40,7 @@ __all__ = [
     "response_to_pb",
 ]
 
-_CONTENTS_FIELD = {
+CONTENTS_FIELD: dict[str, str] = {
     "BOOL": "bool_contents",
     "INT8": "int_contents",
     "INT16": "int_contents",
@@ -94,7 +95,7 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
 def _from_contents(tensor: Any, shape: tuple[int, ...]) -> np.ndarray:
     datatype = tensor.datatype
     dtype = dtype_of(datatype)
-    field = _CONTENTS_FIELD.get(datatype)
+    field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidRequestError(
             f"tensor {tensor.name!r}: {datatype} data must be sent in raw_input_contents"
@@ -115,7 +116,7 @@ def _from_contents(tensor: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 def _check_contents_kind(tensor: Any, name: str) -> None:
     """Reject contents in a field that does not belong to the tensor's datatype."""
-    expected = _CONTENTS_FIELD.get(tensor.datatype)
+    expected = CONTENTS_FIELD.get(tensor.datatype)
     for descriptor, _ in tensor.contents.ListFields():
         if descriptor.name != expected:
             raise InvalidRequestError(

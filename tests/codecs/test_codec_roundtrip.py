@@ -127,7 +127,7 @@ def test_grpc_typed_contents_are_accepted(datatype: str) -> None:
     array = SAMPLES[datatype]
     message = pb.ModelInferRequest(model_name="m")
     tensor = message.inputs.add(name="x", datatype=datatype, shape=array.shape)
-    field = grpc_codec._CONTENTS_FIELD[datatype]
+    field = grpc_codec.CONTENTS_FIELD[datatype]
     getattr(tensor.contents, field).extend(array.ravel().tolist())
     got = grpc_codec.request_from_pb(pb.ModelInferRequest.FromString(message.SerializeToString()))
     assert_same(got.inputs[0].data, array)
