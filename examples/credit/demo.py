@@ -243,6 +243,11 @@ def build_report(replay: Replay, states: dict, records: list[dict]) -> dict:
         "accuracy_by_model": _accuracy(replay.feedback_results),
         "champion_challenger": {
             "champion": states["credit-cc"]["router"]["champion"],
+            "rule": states["credit-cc"]["router"].get("promotion"),
+            "models": {
+                m: {k: v.get(k) for k in ("n", "mean", "p_beats_champion") if k in v}
+                for m, v in states["credit-cc"]["router"]["arms"].items()
+            },
             "promotions": states["credit-cc"]["router"].get("promotions", []),
         },
         "shadow_agreement": states["credit-shadow"]["shadow_agreement"],
@@ -286,7 +291,13 @@ def _print(report: dict) -> None:
           {m: f"{v['accuracy']:.3f} (n={v['scored']})"
            for m, v in report["accuracy_by_model"].items()})
     cc = report["champion_challenger"]
-    print(f"champion-challenger: champion {cc['champion']}, promotions {len(cc['promotions'])}")
+    print(f"champion-challenger: champion {cc['champion']}, promotions {len(cc['promotions'])}"
+          f" (rule: P(better) >= {cc['rule']['probability']} with >= {cc['rule']['min_samples']}"
+          " scored each)")
+    for model, info in cc["models"].items():
+        evidence = info.get("p_beats_champion")
+        extra = "" if evidence is None else f", P(beats champion) = {evidence:.3f}"
+        print(f"  {model}: n={info['n']}, posterior mean {info['mean']:.3f}{extra}")
     for promo in cc["promotions"]:
         ev = promo.get("evidence", {})
         print(f"  {promo['previous']} -> {promo['champion']} ({promo['reason']}), "
