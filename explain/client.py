@@ -43,6 +43,9 @@ class ModelEndpoint:
         output_name: name of the requested output, e.g. ``probabilities``.
         model_version: OIP model version, or ``None`` for the default.
         timeout_s: seconds allowed per batch request.
+        max_rows_per_call: larger batches are sent as consecutive calls of at most this
+            many rows, so that live predictions queued at the same model run between
+            them instead of waiting behind one huge batch.
     """
 
     url: str
@@ -52,6 +55,7 @@ class ModelEndpoint:
     output_name: str = "probabilities"
     model_version: str | None = None
     timeout_s: float = 30.0
+    max_rows_per_call: int = 1024
 
     def __call__(self) -> RestOipClient | GrpcOipClient:
         """Open a client (the explainer's ``predict_fn``) in the calling process."""
@@ -104,6 +108,9 @@ class RestOipClient:
             UpstreamUnavailableError: the server could not be reached.
             InferenceError: the server answered with an error or without the output.
         """
+        rows = self.endpoint.max_rows_per_call
+        if len(X) > rows:
+            return np.concatenate([self(X[i : i + rows]) for i in range(0, len(X), rows)])
         X = np.ascontiguousarray(X, dtype=self._dtype)
         body = orjson.dumps(
             {
@@ -193,6 +200,9 @@ class GrpcOipClient:
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Predict a batch (see :meth:`RestOipClient.__call__`; same errors)."""
+        rows = self.endpoint.max_rows_per_call
+        if len(X) > rows:
+            return np.concatenate([self(X[i : i + rows]) for i in range(0, len(X), rows)])
         X = np.ascontiguousarray(X, dtype=self._dtype)
         request = self._request(X)
         self.calls += 1

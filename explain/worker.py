@@ -75,9 +75,20 @@ _STATE: _ProcessState | None = None
 """Explainers of THIS worker process, set once by the pool initializer."""
 
 
+WORKER_NICENESS = 10
+"""Explanation processes run this much below the gateway's CPU priority, so that on a
+busy machine predictions are scheduled first and keep their latency."""
+
+
 def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM to this worker when its parent dies, so a gateway that
-    is killed leaves no explanation process behind (no-op elsewhere)."""
+    """Lower this worker's CPU priority and ask Linux to send it SIGTERM when its parent
+    dies, so a gateway that is killed leaves no explanation process behind."""
+    try:
+        import os
+
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
     try:
         import ctypes
         import signal

@@ -132,3 +132,13 @@ def test_grpc_client_returns_model_probabilities(credit):
         client.close()
     finally:
         server.stop(None).wait()
+
+
+async def test_rest_client_splits_large_batches(credit, rest_server):
+    client = connect(ModelEndpoint(rest_server.url, "credit", input_name="x", max_rows_per_call=64))
+    X = credit.X[:150]
+    got = await asyncio.to_thread(client, X)
+    np.testing.assert_allclose(got, credit.lr.predict_proba(X), rtol=0, atol=1e-12)
+    assert rest_server.requests == 3  # 64 + 64 + 22 rows
+    assert [b["inputs"][0]["shape"][0] for b in rest_server.bodies] == [64, 64, 22]
+    client.close()
