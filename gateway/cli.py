@@ -81,18 +81,22 @@ def _model_settings(args: argparse.Namespace):
     return ModelSettings(**{**settings.model_dump(), **update})
 
 
-async def _serve_model(args: argparse.Namespace) -> None:
-    from gateway.registry import ModelRegistry
-    from gateway.server.app import Server
-    from wrappers.loader import wrapper_from_settings
-    from wrappers.target import ModelTarget
-
+def _checked_settings(args: argparse.Namespace):
     settings = _model_settings(args)
     if not settings.framework or not settings.uri:
         raise SystemExit("arbiter serve-model: --framework and --model (or a settings file "
                          "with framework and uri) are required")
     if not Path(settings.uri).exists():
         raise SystemExit(f"arbiter serve-model: model file not found: {settings.uri}")
+    return settings
+
+
+async def _serve_model(args: argparse.Namespace, settings) -> None:
+    from gateway.registry import ModelRegistry
+    from gateway.server.app import Server
+    from wrappers.loader import wrapper_from_settings
+    from wrappers.target import ModelTarget
+
     target = ModelTarget(wrapper_from_settings(settings), settings)
     server = Server(
         ModelRegistry([target]), _server_options(args),
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "serve-model":
-            _run(_serve_model(args))
+            _run(_serve_model(args, _checked_settings(args)))
         elif args.command == "gateway":
             _run(_gateway(args))
         else:

@@ -359,7 +359,9 @@ class Deployment:
         return {
             "name": self.name,
             "router": self.router.snapshot(),
-            "models": {k: {"url": u.ref.url, "name": u.ref.name} for k, u in self.upstreams.items()},
+            "models": {
+                key: {"url": up.ref.url, "name": up.ref.name} for key, up in self.upstreams.items()
+            },
             "shadow_agreement": {
                 k: s.as_dict() for k, s in self.shadow_stats.items() if s.compared or s.abs_diff_n
             },

@@ -16,7 +16,9 @@ import logging
 import aiohttp
 import grpc
 
-from gateway.codecs import binary, grpc as grpc_codec, json as jsonc
+from gateway.codecs import binary
+from gateway.codecs import grpc as grpc_codec
+from gateway.codecs import json as jsonc
 from gateway.config import ModelRef
 from gateway.errors import (
     ArbiterError,

@@ -245,7 +245,8 @@ def _with_nonfinite(data: list, shape: tuple[int, ...], dtype: np.dtype, name: s
 def _convert(raw: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     kind = raw.dtype.kind
     if dtype.kind == "b":
-        if kind == "b" or (kind in "iu" and raw.size and np.isin(raw, (0, 1)).all()) or not raw.size:
+        zero_one = kind in "iu" and bool(np.isin(raw, (0, 1)).all())
+        if kind == "b" or not raw.size or zero_one:
             return raw.astype(dtype)
         raise InvalidRequestError(f"tensor {name!r}: BOOL data must be true/false")
     if kind == "b":

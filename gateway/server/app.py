@@ -106,7 +106,8 @@ class Server:
             sock.bind((opts.host, opts.http_port))
         except OSError as exc:
             sock.close()
-            raise OSError(exc.errno, f"cannot bind HTTP port {opts.http_port}: {exc.strerror}")
+            message = f"cannot bind HTTP port {opts.http_port}: {exc.strerror}"
+            raise OSError(exc.errno, message) from None
         self.http_port = sock.getsockname()[1]
         self._runner = web.AppRunner(
             self.app, access_log=None, shutdown_timeout=opts.drain_timeout_s

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.codecs import binary, json as jsonc
+from gateway.codecs import binary
+from gateway.codecs import json as jsonc
 from gateway.errors import ArbiterError, PayloadTooLargeError
 from gateway.metrics import ServerMetrics
 from gateway.protocol import ModelMetadata
