@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.errors import ModelNotFoundError, ModelNotReadyError
+from gateway.errors import ModelNotFoundError, ModelNotReadyError, UnsupportedError
 from gateway.protocol import InferenceRequest, InferenceResponse, Target, new_id
 
 __all__ = ["ModelRegistry", "SERVER_NAME", "SERVER_VERSION", "EXTENSIONS"]
@@ -91,6 +91,31 @@ class ModelRegistry:
         if response.id is None:
             response.id = request.id
         return response
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) model ``name`` (MLServer / Triton repository extension).
+
+        Raises:
+            ModelNotFoundError: unknown model.
+            UnsupportedError: the target cannot be loaded on demand (a gateway deployment).
+            InferenceError: the load failed.
+        """
+        target = self.get(name)
+        if not hasattr(target, "load"):
+            raise UnsupportedError(f"{name!r} cannot be loaded on demand")
+        await target.load()
+
+    async def unload(self, name: str) -> None:
+        """Unload model ``name``: it stays listed and reports not ready until loaded.
+
+        Raises:
+            ModelNotFoundError: unknown model.
+            UnsupportedError: the target cannot be unloaded (a gateway deployment).
+        """
+        target = self.get(name)
+        if not hasattr(target, "unload"):
+            raise UnsupportedError(f"{name!r} cannot be unloaded")
+        await target.unload()
 
     def server_metadata(self) -> dict[str, object]:
         """``GET /v2`` body: name, version, extensions."""

@@ -86,9 +86,8 @@ class BatchingWrapper(ModelWrapper):
         self.max_batch_wait_s = max_batch_wait_ms / 1000.0
         self.max_concurrency = max_concurrency
         self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(
-            max_concurrency, thread_name_prefix="arbiter-predict"
-        )
+        self._executor = executor or self._new_executor()
+        self._executor_closed = False
         self._queue: list[_Pending] = []
         self._queued_rows = 0
         self._in_flight = 0
@@ -101,15 +100,23 @@ class BatchingWrapper(ModelWrapper):
         """The inner wrapper's platform."""
         return self.inner.platform
 
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="arbiter-predict")
+
     def load(self) -> None:
-        """Load the inner wrapper (blocking)."""
+        """Load the inner wrapper (blocking); after an unload, a private executor is
+        created anew."""
         self.inner.load()
+        if self._executor_closed:
+            self._executor = self._new_executor()
+            self._executor_closed = False
 
     def unload(self) -> None:
         """Unload the inner wrapper and shut down a private executor."""
         self.inner.unload()
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor_closed = True
 
     def metadata(self) -> ModelMetadata:
         """The inner wrapper's metadata."""

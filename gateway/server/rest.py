@@ -174,6 +174,16 @@ async def _repository_index(request: web.Request) -> web.Response:
     return json_response(request.app[REGISTRY_KEY].index())
 
 
+async def _repository_load(request: web.Request) -> web.Response:
+    await request.app[REGISTRY_KEY].load(request.match_info["model"])
+    return json_response({})
+
+
+async def _repository_unload(request: web.Request) -> web.Response:
+    await request.app[REGISTRY_KEY].unload(request.match_info["model"])
+    return json_response({})
+
+
 def build_app(
     registry: ModelRegistry,
     metrics: ServerMetrics,
@@ -198,6 +208,8 @@ def build_app(
     add("GET", "/v2", _server_metadata)
     add("GET", "/metrics", _metrics)
     add("POST", "/v2/repository/index", _repository_index)
+    add("POST", "/v2/repository/models/{model}/load", _repository_load)
+    add("POST", "/v2/repository/models/{model}/unload", _repository_unload)
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         add("GET", prefix, _model_metadata)
         add("GET", prefix + "/ready", _model_ready)
