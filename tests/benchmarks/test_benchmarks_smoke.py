@@ -77,14 +77,16 @@ def test_locustfile_imports_and_its_users_are_well_formed() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_loadtest_runs_locust_against_the_stack(credit_model_dir: Path) -> None:
-    before = set(Path(REPO / "benchmarks/results").glob("loadtest-*_stats.csv"))
+def test_loadtest_runs_locust_against_the_stack(credit_model_dir: Path,
+                                               tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.loadtest", "--duration", "8s", "--users", "4",
-         "--models", str(credit_model_dir)],
+         "--models", str(credit_model_dir), "--results", str(tmp_path)],
         capture_output=True, text=True, cwd=REPO, timeout=280)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    new = set(Path(REPO / "benchmarks/results").glob("loadtest-*_stats.csv")) - before
-    assert len(new) == 1
-    stem = str(new.pop())[: -len("_stats.csv")]
-    assert Path(stem + ".html").exists() and Path(stem + "_arm_share.csv").exists()
+    stats = list(tmp_path.glob("loadtest-*_stats.csv"))
+    assert len(stats) == 1
+    stem = str(stats[0])[: -len("_stats.csv")]
+    assert Path(stem + ".html").exists()
+    share = Path(stem + "_arm_share.csv").read_text().splitlines()
+    assert share[0].startswith("t_start_s,decisions,") and len(share) >= 2

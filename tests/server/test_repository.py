@@ -7,8 +7,13 @@ import json
 import numpy as np
 import tritonclient.http as httpclient
 
-from tests.fakes import CreditLikeWrapper, credit_like_settings, expected_credit_like, http_call
-from tests.fakes import model_pod
+from tests.fakes import (
+    CreditLikeWrapper,
+    credit_like_settings,
+    expected_credit_like,
+    http_call,
+    model_pod,
+)
 from tests.servers import ServerThread
 
 
