@@ -1,15 +1,38 @@
 """Real servers on port 0 for tests: each runs its own event loop in a thread, so
-synchronous clients (tritonclient, urllib) can drive it from the test."""
+synchronous clients (tritonclient, urllib) can drive it from the test.
+
+The loop runs in asyncio debug mode: a callback or task step that holds the loop longer
+than ``BLOCKING_LIMIT_S`` (a blocking call inside the event loop) fails the test when
+the server stops."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 
 from gateway.server.app import Server, ServerOptions
 
-__all__ = ["ServerThread"]
+__all__ = ["ServerThread", "BLOCKING_LIMIT_S"]
+
+BLOCKING_LIMIT_S = 0.3
+
+
+class _SlowCallbacks(logging.Handler):
+    """Collects asyncio's "Executing <...> took N seconds" reports of one loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.WARNING)
+        self.loop = loop
+        self.reports: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing") and threading.current_thread() is self.thread:
+            self.reports.append(message)
+
+    thread: threading.Thread
 
 
 class ServerThread:
@@ -22,10 +45,15 @@ class ServerThread:
     def __init__(self, factory: Callable[[], Server]) -> None:
         self._factory = factory
         self._loop = asyncio.new_event_loop()
+        self._loop.set_debug(True)
+        self._loop.slow_callback_duration = BLOCKING_LIMIT_S
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._slow = _SlowCallbacks(self._loop)
+        self._slow.thread = self._thread
         self.server: Server
 
     def __enter__(self) -> ServerThread:
+        logging.getLogger("asyncio").addHandler(self._slow)
         self._thread.start()
         self.server = self.call(self._start())
         return self
@@ -46,6 +74,10 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()
+            logging.getLogger("asyncio").removeHandler(self._slow)
+        assert not self._slow.reports, (
+            f"blocking call inside the server's event loop: {self._slow.reports[:3]}"
+        )
 
     @property
     def http_url(self) -> str:
