@@ -108,6 +108,8 @@ class ServerProcess:
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.gettempdir()) / f"bench_{name}_{os.getpid()}.log"
+        self.keep_log = False  # set when the process failed: its log is kept for a look
+        self._stopped = False
 
     @property
     def pid(self) -> int:
@@ -127,6 +129,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                self.keep_log = True
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
                                    f"{self.log_tail()}")
             try:
@@ -136,6 +139,7 @@ class ServerProcess:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
+        self.keep_log = True
         raise TimeoutError(f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
@@ -145,17 +149,28 @@ class ServerProcess:
             return ""
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the whole session, then SIGKILL whatever is left after ``grace_s``."""
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM the whole session, then SIGKILL whatever is left after ``grace_s``;
+        the log file is removed unless the process failed."""
+        if self.proc is None or self._stopped:
             return
-        pgid = self.proc.pid  # start_new_session: pgid == pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-            self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
+        self._stopped = True
+        self._stop(grace_s)
+        if not self.keep_log:
+            self.log_path.unlink(missing_ok=True)
+        else:
+            print(f"[bench] {self.name} log kept: {self.log_path}", flush=True)
+
+    def _stop(self, grace_s: float) -> None:
+        assert self.proc is not None
+        pgid = self.proc.pid  # start_new_session: the process group is the leader's pid
+        if self.proc.poll() is None:
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+                self.proc.wait(grace_s)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        else:
+            self.keep_log = True  # it died on its own
         try:
             os.killpg(pgid, signal.SIGKILL)  # stragglers (worker processes) too
         except ProcessLookupError:

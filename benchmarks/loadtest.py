@@ -5,7 +5,7 @@ fixed time, write locust's CSV and HTML reports and the arm-share CSV under
 Usage::
 
     python -m benchmarks.loadtest [--duration 60s] [--users N] [--spawn-rate R]
-        [--rps-per-user 5] [--user-class RestUser,GrpcUser]
+        [--rps-per-user 5] [--user-class RestUser,GrpcUser] [--bucket-s 5]
 
 The stack runs under ``arbiter up`` with a generated run file on free ports (or as
 separate ``arbiter serve-model`` / ``arbiter gateway`` processes if ``gateway/up.py``
@@ -93,14 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user-class", default="RestUser,GrpcUser",
                    help="comma list of locustfile user classes")
     p.add_argument("--deployment", default="credit")
+    p.add_argument("--bucket-s", type=float, default=5.0,
+                   help="seconds per bucket of the arm-share CSV")
     p.add_argument("--models", type=Path, default=None, help="credit model directory")
+    p.add_argument("--results", type=Path, default=RESULTS, help="report directory")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     models = args.models or ensure_models()
     work = CACHE / f"bench-loadtest-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"loadtest-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = args.results / f"loadtest-{time.strftime('%Y%m%d-%H%M%S')}"
     print("[loadtest] starting lr, gbm, mlp wrappers and the gateway ...", flush=True)
     procs, http, grpc = start_stack(models, work)
     try:
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "ARBITER_GRPC": f"127.0.0.1:{grpc}",
                "ARBITER_DEPLOYMENT": args.deployment, "ARBITER_RPS": str(args.rps_per_user),
                "ARBITER_SHARE_CSV": f"{stem}_arm_share.csv",
+               "ARBITER_BUCKET_S": str(args.bucket_s),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                            os.environ.get("PYTHONPATH")]))}
         locust = [sys.executable, "-m", "locust", "-f", str(REPO / "benchmarks/locustfile.py"),

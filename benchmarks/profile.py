@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--process", default=None,
                    help="which process of the target to sample (default: the last started)")
+    p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--models", type=Path, default=None)
     args = p.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     tools = ensure_tools(install=True)
     models = opts.models or compare.ensure_models()
     built = compare._build_targets(opts, models, pinning.server)
-    stem = RESULTS / f"profile-{args.target}-{args.transport}-c{args.concurrency}"
+    stem = RESULTS / (f"profile-{args.target}-{args.transport}-c{args.concurrency}"
+                      + ("-native" if args.native else ""))
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
         for target in built:
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for fmt, path in (("raw", raw), ("flamegraph", stem.with_suffix(".svg"))):
             subprocess.run([pyspy, "record", "--pid", str(proc.pid), "--duration",
                             str(max(1, int(args.duration / 2))), "--rate", "200",
-                            "--nonblocking", "--format", fmt, "--output", str(path)],
+                            "--format", fmt, "--output", str(path),
+                            *(["--native"] if args.native else ["--nonblocking"])],
                            check=True, capture_output=True)
         loader.join()
     finally:

@@ -191,7 +191,7 @@ def _routes(gateway: Gateway):
 
     async def decision(request: web.Request) -> web.Response:
         record = await gateway.store.get(request.match_info["decision_id"])
-        return rest.json_response(record.to_doc())
+        return rest.json_response(record)
 
     async def deployments(request: web.Request) -> web.Response:
         return rest.json_response({n: d.snapshot() for n, d in gateway.deployments.items()})
@@ -237,7 +237,7 @@ class DecisionServicer(arbiter_pb2_grpc.DecisionServiceServicer):
 
     async def GetDecision(self, request, context):  # noqa: N802
         record = await self.gateway.store.get(request.decision_id)
-        return arbiter_pb2.DecisionRecord(json=orjson.dumps(record.to_doc()).decode())
+        return arbiter_pb2.DecisionRecord(json=orjson.dumps(record).decode())
 
 
 def build_gateway(

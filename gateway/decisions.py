@@ -200,7 +200,7 @@ class DecisionStore:
             return
         batch, self._dirty = self._dirty, {}
         rows = [
-            (d.id, d.time, d.deployment, d.routed, orjson.dumps(d.to_doc(), default=str).decode())
+            (d.id, d.time, d.deployment, d.routed, orjson.dumps(d, default=str).decode())
             for d in batch.values()
         ]
         try:
