@@ -83,7 +83,7 @@ class Options:
     mlserver_workers: int | None = None
     name: str = "compare"
     generator: str = "auto"
-    gateway_upstream: str = "grpc"
+    gateway_upstream: str = "http"
     write: bool = True
 
 
@@ -385,7 +385,7 @@ def _parser(doc: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--generator", choices=["auto", "python"], default="auto")
     p.add_argument("--mlserver-workers", type=int, default=None,
                    help="MLServer parallel_workers (default: MLServer's own default)")
-    p.add_argument("--gateway-upstream", choices=["grpc", "http"], default="grpc",
+    p.add_argument("--gateway-upstream", choices=["grpc", "http"], default="http",
                    help="how the gateway calls the wrappers")
     p.add_argument("--models", type=Path, default=None, help="credit model directory")
     return p
