@@ -458,5 +458,8 @@ def _stop_executor(executor: concurrent.futures.ProcessPoolExecutor, join_s: flo
     for process in processes:
         if process.is_alive():
             process.terminate()
-            process.join(1.0)
+            process.join(2.0)
+        if process.is_alive():  # ignored SIGTERM (or starved of CPU at nice 10)
+            process.kill()
+            process.join()
     executor.shutdown(wait=True)

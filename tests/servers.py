@@ -16,7 +16,7 @@ from gateway.server.app import Server, ServerOptions
 
 __all__ = ["ServerThread", "BLOCKING_LIMIT_S"]
 
-BLOCKING_LIMIT_S = 0.3
+BLOCKING_LIMIT_S = 1.0
 
 
 class _SlowCallbacks(logging.Handler):
@@ -29,7 +29,7 @@ class _SlowCallbacks(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if message.startswith("Executing") and threading.current_thread() is self.thread:
+        if message.startswith("Executing") and record.thread == self.thread.ident:
             self.reports.append(message)
 
     thread: threading.Thread

@@ -17,7 +17,7 @@ class BlockingTarget(EchoTarget):
     """Calls a blocking function inside ``async infer`` (the bug the guard catches)."""
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        time.sleep(BLOCKING_LIMIT_S * 2)  # noqa: ASYNC251 - the bug under test
+        time.sleep(BLOCKING_LIMIT_S * 1.5)  # noqa: ASYNC251 - the bug under test
         return await super().infer(request)
 
 
