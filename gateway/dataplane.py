@@ -104,6 +104,8 @@ class Deployment:
         self.inline = spec.explain is not None and spec.explain.mode == "inline"
         self.shadow_stats = {key: ShadowStats() for key in router.models}
         self._tasks: set[asyncio.Task] = set()
+        self._shadow_tasks: dict[str, list[asyncio.Task]] = {}
+        self._shadow_wait_s = max((u.ref.timeout_s for u in upstreams.values()), default=5.0)
         self._route_counters: dict[str, Any] = {}
         self._headers_router = router.kind
 
@@ -129,19 +131,24 @@ class Deployment:
             ArbiterError: the routed model's failure (503 unreachable, 504 deadline,
                 400 invalid input, ...); shadows never raise.
         """
+        decision_id = await self._decision_id(request)
         route = self.router.route(request)
-        decision_id = request.id or new_id()
-        request.id = decision_id
-        for key in route.shadows:
-            self._start_shadow(key, request, decision_id)
+        if route.shadows:
+            self._start_shadows(route.shadows, request, decision_id)
         start = time.perf_counter()
         routed = self.upstreams[route.routed]
         try:
             response = await routed.infer(request)
         except ArbiterError as exc:
+            self.store.release(decision_id)
             self._count_upstream(route.routed, exc.grpc_code, start)
             raise
+        except BaseException:
+            self.store.release(decision_id)
+            raise
         latency = self._count_upstream(route.routed, "OK", start)
+        if request.id != decision_id:
+            response.id = request.id
         decision = Decision(
             id=decision_id, time=time.time(), deployment=self.name, router=self.router.kind,
             routed=route.routed, shadows=list(route.shadows),
@@ -160,10 +167,24 @@ class Deployment:
                 response.parameters["explanation"] = explanation_parameter(await pending)
         return response
 
+    async def _decision_id(self, request: InferenceRequest) -> str:
+        """The request's id when it is new; a fresh id when a decision already has it
+        (so a reused request id never overwrites an earlier decision)."""
+        if request.id is None:
+            request.id = new_id()
+            self.store.claim(request.id)
+            return request.id
+        if await self.store.reserve(request.id):
+            return request.id
+        fresh = new_id()
+        self.store.claim(fresh)
+        log.info("%s: request id %r is already a decision id; decision %s", self.name,
+                 request.id, fresh)
+        return fresh
+
     def _answer(self, response: InferenceResponse, decision: Decision) -> InferenceResponse:
         response.model_name = self.name
         response.model_version = None
-        response.id = decision.id
         response.parameters = {
             **response.parameters, "decision_id": decision.id,
             "routed_model": decision.routed, "router": self.router.kind,
@@ -189,14 +210,30 @@ class Deployment:
         counter.inc()
 
     # -- shadows ------------------------------------------------------------------
-    def _start_shadow(self, key: str, request: InferenceRequest, decision_id: str) -> None:
-        if len(self._tasks) >= self.spec.max_shadow_in_flight:
-            self.metrics.shadow.labels(self.name, key, "shed").inc()
-            self._note_shadow_error(decision_id, key, "shed: too many shadow calls in flight")
-            return
-        task = asyncio.create_task(self._shadow(key, request, decision_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _start_shadows(
+        self, keys: tuple[str, ...], request: InferenceRequest, decision_id: str
+    ) -> None:
+        started = []
+        for key in keys:
+            if len(self._tasks) >= self.spec.max_shadow_in_flight:
+                self.metrics.shadow.labels(self.name, key, "shed").inc()
+                self._note_shadow_error(decision_id, key, "shed: too many shadow calls in flight")
+                continue
+            task = asyncio.create_task(self._shadow(key, request, decision_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started.append(task)
+        if started:
+            self._shadow_tasks[decision_id] = started
+            waiter = asyncio.ensure_future(asyncio.wait(started))
+            waiter.add_done_callback(lambda _: self._shadow_tasks.pop(decision_id, None))
+
+    async def _shadows_settled(self, decision_id: str) -> None:
+        """Wait until the decision's shadows have answered, failed or timed out, so that
+        feedback scores every model that saw the request."""
+        tasks = self._shadow_tasks.get(decision_id)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._shadow_wait_s + 1)
 
     async def _shadow(self, key: str, request: InferenceRequest, decision_id: str) -> None:
         start = time.perf_counter()
@@ -287,22 +324,19 @@ class Deployment:
                 wrong shape.
             DecisionNotFoundError: unknown decision, or one of another deployment.
         """
-        decision_id, reward, truth = _parse_feedback(item)
-        decision = await self.store.get(decision_id)
-        if decision.deployment != self.name:
-            raise DecisionNotFoundError(
-                f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
-            )
+        decision, reward, truth = await self._validated(item)
+        if decision.feedback is None:
+            await self._shadows_settled(decision.id)
         if decision.feedback is not None:
             self.metrics.feedback.labels(self.name, "duplicate").inc()
-            return {"decision_id": decision_id, "status": "duplicate",
+            return {"decision_id": decision.id, "status": "duplicate",
                     "rewards": decision.rewards or {}}
         rewards = {decision.routed: reward} if truth is None else self._score(decision, truth)
         decision.feedback = {"reward": reward, "truth": truth, "time": time.time()}
         decision.rewards = rewards
         self.store.touch(decision)
         self._learn(decision, rewards)
-        return {"decision_id": decision_id, "status": "accepted", "rewards": rewards}
+        return {"decision_id": decision.id, "status": "accepted", "rewards": rewards}
 
     async def check_feedback(self, item: Any) -> None:
         """Validate one feedback item without applying it.
@@ -310,14 +344,20 @@ class Deployment:
         Raises:
             InvalidRequestError, DecisionNotFoundError: as :meth:`feedback`.
         """
-        decision_id, _, truth = _parse_feedback(item)
+        await self._validated(item)
+
+    async def _validated(self, item: Any) -> tuple[Decision, float | None, Any]:
+        """Parse an item, find its decision and check a truth against the routed
+        model's recorded output (before any duplicate check: bad input is 400)."""
+        decision_id, reward, truth = _parse_feedback(item)
         decision = await self.store.get(decision_id)
         if decision.deployment != self.name:
             raise DecisionNotFoundError(
                 f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
             )
-        if truth is not None and decision.feedback is None:
-            self._score(decision, truth)
+        if truth is not None:
+            self._score_one(decision, decision.routed, truth)
+        return decision, reward, truth
 
     def _learn(self, decision: Decision, rewards: dict[str, float]) -> None:
         before = self.router.primary
@@ -341,18 +381,28 @@ class Deployment:
                 self.metrics.posterior_mean.labels(self.name, arm).set(mean)
 
     def _score(self, decision: Decision, truth: Any) -> dict[str, float]:
+        """Reward of every model whose output the decision recorded."""
+        rewards = {decision.routed: self._score_one(decision, decision.routed, truth)}
+        for key in decision.outputs:
+            if key != decision.routed:
+                recorded = decision.outputs[key].get(self.spec.feedback.output)
+                if recorded is not None and "data" in recorded:
+                    rewards[key] = _reward(recorded, truth, self.spec.feedback.output)
+        return rewards
+
+    def _score_one(self, decision: Decision, key: str, truth: Any) -> float:
         output = self.spec.feedback.output
-        rewards = {}
-        for key, outputs in decision.outputs.items():
-            recorded = outputs.get(output)
-            if recorded is None or "data" not in recorded:
-                continue
-            rewards[key] = _reward(recorded, truth, output)
-        if decision.routed not in rewards:
+        recorded = decision.outputs.get(key, {}).get(output)
+        if recorded is None:
             raise InvalidRequestError(
                 f"decision {decision.id!r} has no output {output!r} to compare the truth with"
             )
-        return rewards
+        if "data" not in recorded:
+            raise InvalidRequestError(
+                f"decision {decision.id!r}: output {output!r} was too large to record "
+                f"(over {_MAX_RECORDED_ELEMENTS:,} elements); send a reward instead"
+            )
+        return _reward(recorded, truth, output)
 
     def snapshot(self) -> dict[str, Any]:
         """Router state, shadow agreement, and models, for ``GET /v2/deployments/{name}``."""
@@ -399,19 +449,35 @@ def _reward(recorded: dict[str, Any], truth: Any, output: str) -> float:
             f"'truth' has {expected.size} values; output {output!r} of the decision has "
             f"{predicted.size} (shape {recorded['shape']})"
         )
+    values = expected.tolist()
+    _check_truth(values, recorded["datatype"], output)
     if recorded["datatype"].startswith("FP"):
-        try:
-            error = np.abs(predicted.astype(float) - expected.astype(float)).mean()
-        except (TypeError, ValueError):
-            raise InvalidRequestError("'truth' must be numbers for a float output") from None
+        error = np.abs(predicted.astype(float) - np.asarray(values, dtype=float)).mean()
         return float(min(1.0, max(0.0, 1.0 - error)))
-    matches = [_same(p, e) for p, e in zip(predicted.tolist(), expected.tolist(), strict=True)]
+    matches = [p == e for p, e in zip(predicted.tolist(), values, strict=True)]
     return float(sum(matches) / len(matches))
 
 
-def _same(predicted: Any, expected: Any) -> bool:
-    if isinstance(expected, bool) or isinstance(predicted, bool):
-        return bool(predicted) == bool(expected)
-    if isinstance(expected, int | float) and isinstance(predicted, int | float):
-        return float(predicted) == float(expected)
-    return str(predicted) == str(expected)
+def _check_truth(values: list, datatype: str, output: str) -> None:
+    """Truth values must be of the output's kind: integers (or true/false) for integer
+    and BOOL outputs, finite numbers for float outputs, strings for BYTES outputs.
+
+    Raises:
+        InvalidRequestError: naming the first bad value.
+    """
+    for value in values:
+        if datatype == "BYTES":
+            ok = isinstance(value, str)
+        elif datatype.startswith("FP"):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) \
+                and math.isfinite(value)
+        elif datatype == "BOOL":
+            ok = isinstance(value, bool) or value in (0, 1)
+        else:
+            ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, float) and value.is_integer()
+            )
+        if not ok:
+            raise InvalidRequestError(
+                f"'truth' value {value!r} does not fit output {output!r} ({datatype})"
+            )

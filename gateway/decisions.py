@@ -99,6 +99,7 @@ class DecisionStore:
         self.spec = spec
         self._memory: OrderedDict[str, Decision] = OrderedDict()
         self._dirty: dict[str, Decision] = {}
+        self._reserved: set[str] = set()
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="arbiter-decisions")
         self._writer: asyncio.Task | None = None
@@ -123,8 +124,28 @@ class DecisionStore:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def reserve(self, decision_id: str) -> bool:
+        """Claim ``decision_id`` for a decision being made; False when a decision (in
+        memory, in flight, or in the log) already has it."""
+        if decision_id in self._memory or decision_id in self._reserved:
+            return False
+        self._reserved.add(decision_id)
+        if self._db is not None and await self._run(self._select, decision_id) is not None:
+            self._reserved.discard(decision_id)
+            return False
+        return True
+
+    def claim(self, decision_id: str) -> None:
+        """Reserve a freshly generated (hence unused) id without a lookup."""
+        self._reserved.add(decision_id)
+
+    def release(self, decision_id: str) -> None:
+        """Give back a reserved id whose decision was not made (the model failed)."""
+        self._reserved.discard(decision_id)
+
     def add(self, decision: Decision) -> None:
         """Keep a new decision and queue it for the log. Never awaits."""
+        self._reserved.discard(decision.id)
         self._memory[decision.id] = decision
         if len(self._memory) > self.spec.memory_size:
             self._memory.popitem(last=False)

@@ -85,11 +85,9 @@ class ModelRegistry:
             raise ModelNotReadyError("server is draining")
         if not target.ready():
             raise ModelNotReadyError(f"model {request.model_name!r} is not ready")
-        if request.id is None:
-            request.id = new_id()
         response = await target.infer(request)
         if response.id is None:
-            response.id = request.id
+            response.id = request.id or new_id()
         return response
 
     async def load(self, name: str) -> None:

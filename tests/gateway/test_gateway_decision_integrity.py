@@ -1,0 +1,69 @@
+"""Feedback and decision records lose nothing: truth values are checked before anything
+is counted, immediate feedback waits for the shadows, and a reused request id never
+overwrites an earlier decision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.fakes import http_call
+from tests.gateway.conftest import rest_infer
+
+
+def _feedback(url: str, deployment: str, body) -> tuple[int, dict]:
+    status, _, reply = http_call("POST", f"{url}/v2/deployments/{deployment}/feedback", body)
+    return status, json.loads(reply)
+
+
+def _decision(url: str, decision_id: str) -> dict:
+    return json.loads(http_call("GET", f"{url}/v2/decisions/{decision_id}")[2])
+
+
+@pytest.mark.parametrize("truth", [["yes"], [None], [0.5], [{}], ["1"], [True, 1]])
+def test_truth_of_the_wrong_kind_is_400_and_keeps_the_slot(gateway, holdout_x, truth) -> None:
+    status, _, doc = rest_infer(gateway.http_url, "plain", holdout_x[:1])
+    decision_id = doc["parameters"]["decision_id"]
+    status, reply = _feedback(gateway.http_url, "plain", {"decision_id": decision_id,
+                                                         "truth": truth})
+    assert status == 400 and "truth" in reply["error"]
+    label = next(o["data"] for o in doc["outputs"] if o["name"] == "label")
+    status, reply = _feedback(gateway.http_url, "plain", {"decision_id": decision_id,
+                                                         "truth": label})
+    assert status == 200 and reply["status"] == "accepted"
+    # a bad truth on a decision that has feedback is still a 400, not "duplicate"
+    status, reply = _feedback(gateway.http_url, "plain", {"decision_id": decision_id,
+                                                         "truth": ["yes"]})
+    assert status == 400
+
+
+def test_immediate_feedback_scores_every_challenger(gateway, holdout_x) -> None:
+    for row in range(10):
+        status, _, doc = rest_infer(gateway.http_url, "cc", holdout_x[row : row + 1])
+        assert status == 200
+        status, reply = _feedback(gateway.http_url, "cc", {
+            "decision_id": doc["parameters"]["decision_id"], "truth": [1]})
+        assert status == 200 and reply["status"] == "accepted"
+        assert sorted(reply["rewards"]) == ["gbm", "lr", "mlp"]
+
+
+def test_reused_request_id_never_overwrites_a_decision(gateway, holdout_x) -> None:
+    url = gateway.http_url
+    request_id = f"reused-{np.random.default_rng().integers(1 << 40)}"
+    status, _, first = rest_infer(url, "plain", holdout_x[:1], id=request_id)
+    assert status == 200 and first["id"] == request_id
+    assert first["parameters"]["decision_id"] == request_id
+    assert _feedback(url, "plain", {"decision_id": request_id, "reward": 1})[0] == 200
+
+    status, _, second = rest_infer(url, "ab", holdout_x[1:2], id=request_id)
+    assert status == 200 and second["id"] == request_id  # the OIP id is echoed
+    second_id = second["parameters"]["decision_id"]
+    assert second_id != request_id
+
+    original = _decision(url, request_id)
+    assert original["deployment"] == "plain" and original["feedback"]["reward"] == 1
+    assert _decision(url, second_id)["deployment"] == "ab"
+    status, reply = _feedback(url, "plain", {"decision_id": request_id, "reward": 0})
+    assert status == 200 and reply["status"] == "duplicate"
