@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.codecs.json import finite_or_name
 from gateway.config import DeploymentSpec
 from gateway.decisions import Decision, DecisionStore
 from gateway.errors import ArbiterError, DecisionNotFoundError, InvalidRequestError
@@ -37,14 +38,15 @@ _MAX_RECORDED_ELEMENTS = 65_536
 
 
 def tensor_doc(tensor: Tensor) -> dict[str, Any]:
-    """A tensor as a JSON-able record (data dropped past 65,536 elements)."""
+    """A tensor as a JSON-able record: flat data (non-finite floats as "NaN",
+    "Infinity", "-Infinity", as in the JSON API), dropped past 65,536 elements."""
     doc: dict[str, Any] = {"datatype": tensor.datatype, "shape": list(tensor.shape)}
     if tensor.data.size <= _MAX_RECORDED_ELEMENTS:
         data = tensor.data.ravel()
         if tensor.datatype == "BYTES":
             doc["data"] = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in data]
         else:
-            doc["data"] = [None if isinstance(v, float) and not math.isfinite(v) else v
+            doc["data"] = [finite_or_name(v) if isinstance(v, float) else v
                            for v in data.tolist()]
     return doc
 

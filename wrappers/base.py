@@ -10,14 +10,34 @@ merge rows of many requests into one framework call.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
 
+from gateway.errors import InferenceError
 from gateway.protocol import ModelMetadata
 
-__all__ = ["ModelWrapper"]
+__all__ = ["ModelWrapper", "framework_error"]
+
+_log = logging.getLogger("arbiter.model")
+_MAX_MESSAGE = 300
+
+
+def framework_error(what: str, exc: BaseException) -> InferenceError:
+    """An :class:`InferenceError` for a framework exception, safe to send to clients.
+
+    The full exception (a TorchScript error carries the model's source code) goes to
+    the server log; the client gets the exception type and the last line of its
+    message, at most 300 characters.
+    """
+    _log.warning("%s raised", what, exc_info=exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = lines[-1] if lines else ""
+    if len(detail) > _MAX_MESSAGE:
+        detail = detail[: _MAX_MESSAGE - 3] + "..."
+    return InferenceError(f"{what} raised {type(exc).__name__}: {detail}")
 
 
 class ModelWrapper(ABC):

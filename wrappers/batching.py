@@ -32,7 +32,7 @@ import numpy as np
 
 from gateway.errors import ArbiterError, InferenceError
 from gateway.protocol import ModelMetadata
-from wrappers.base import ModelWrapper
+from wrappers.base import ModelWrapper, framework_error
 
 __all__ = ["BatchingWrapper"]
 
@@ -164,7 +164,7 @@ class BatchingWrapper(ModelWrapper):
         except ArbiterError:
             raise
         except Exception as exc:  # noqa: BLE001 - wrappers should raise InferenceError
-            raise InferenceError(f"model raised {type(exc).__name__}: {exc}") from exc
+            raise framework_error("model", exc) from exc
         finally:
             self._in_flight -= 1
             if self._queue:
@@ -263,6 +263,6 @@ def _fail(batch: list[_Pending], exc: BaseException) -> None:
         if isinstance(exc, ArbiterError):
             error: BaseException = type(exc)(exc.message)
         else:
-            error = InferenceError(f"model raised {type(exc).__name__}: {exc}")
+            error = framework_error("model", exc)
         error.__cause__ = exc
         pending.future.set_exception(error)

@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from gateway.errors import InferenceError
 from gateway.protocol import ModelMetadata, TensorMetadata
-from wrappers.base import ModelWrapper
+from wrappers.base import ModelWrapper, framework_error
 from wrappers.settings import ModelSettings, merge_metadata
 
 __all__ = ["ONNXWrapper", "ONNX_DATATYPES"]
@@ -116,7 +116,7 @@ class ONNXWrapper(ModelWrapper):
         try:
             results = self._session.run(self._output_names, feed)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            raise InferenceError(f"onnxruntime raised {type(exc).__name__}: {exc}") from exc
+            raise framework_error("onnxruntime", exc) from exc
         return dict(zip(self._output_names, results, strict=True))
 
     def _feed_value(self, name: str, array: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 
 from gateway.errors import InferenceError
 from gateway.protocol import ModelMetadata
-from wrappers.base import ModelWrapper
+from wrappers.base import ModelWrapper, framework_error
 from wrappers.settings import ModelSettings, settings_metadata
 
 __all__ = ["TorchWrapper"]
@@ -88,7 +88,7 @@ class TorchWrapper(ModelWrapper):
             with torch.inference_mode():
                 result = self._module(*args)
         except Exception as exc:  # noqa: BLE001 - torch raises many types
-            raise InferenceError(f"TorchScript model raised {type(exc).__name__}: {exc}") from exc
+            raise framework_error("TorchScript model", exc) from exc
         return self._map_outputs(result)
 
     def _map_outputs(self, result: Any) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from gateway.errors import InferenceError
 from gateway.protocol import ModelMetadata, TensorMetadata, datatype_of
-from wrappers.base import ModelWrapper
+from wrappers.base import ModelWrapper, framework_error
 from wrappers.settings import ModelSettings, merge_metadata
 
 __all__ = ["SKLearnWrapper"]
@@ -141,7 +141,7 @@ class SKLearnWrapper(ModelWrapper):
                 return {"label": label, "probabilities": probabilities}
             return {name: np.asarray(method(x)) for name, method in self._methods}
         except Exception as exc:  # noqa: BLE001 - framework errors become InferenceError
-            raise InferenceError(f"sklearn model raised {type(exc).__name__}: {exc}") from exc
+            raise framework_error("sklearn model", exc) from exc
 
     def unload(self) -> None:
         """Drop the estimator."""

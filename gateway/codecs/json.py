@@ -31,6 +31,7 @@ from gateway.protocol import (
 
 __all__ = [
     "BinaryOutputs",
+    "finite_or_name",
     "loads",
     "request_from_json",
     "request_to_json",
@@ -319,6 +320,11 @@ def _json_data(tensor: Tensor) -> Any:
     if flat.dtype.byteorder not in "=|":
         flat = flat.astype(flat.dtype.newbyteorder("="))
     return flat
+
+
+def finite_or_name(value: float) -> float | str:
+    """``value``, or ``"NaN"`` / ``"Infinity"`` / ``"-Infinity"`` when not finite."""
+    return _finite_or_name(value)
 
 
 def _finite_or_name(value: float) -> float | str:

@@ -67,3 +67,15 @@ def test_reused_request_id_never_overwrites_a_decision(gateway, holdout_x) -> No
     assert _decision(url, second_id)["deployment"] == "ab"
     status, reply = _feedback(url, "plain", {"decision_id": request_id, "reward": 0})
     assert status == 200 and reply["status"] == "duplicate"
+
+
+def test_non_finite_inputs_are_recorded_as_names(gateway, holdout_x) -> None:
+    data: list = holdout_x[0].astype(float).tolist()
+    data[1], data[4] = "NaN", "Infinity"
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20], "data": data}]}
+    status, _, reply = http_call("POST", f"{gateway.http_url}/v2/models/plain/infer", body)
+    assert status == 200
+    decision_id = json.loads(reply)["parameters"]["decision_id"]
+    recorded = _decision(gateway.http_url, decision_id)["inputs"]["input"]["data"]
+    assert recorded[1] == "NaN" and recorded[4] == "Infinity"
+    assert recorded[0] == pytest.approx(holdout_x[0, 0])

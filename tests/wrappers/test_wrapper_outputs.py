@@ -34,3 +34,22 @@ def test_svc_keeps_its_own_predict(tmp_path: Path) -> None:
     assert wrapper._shared_label is None
     out = wrapper.predict({"input": x.astype(np.float32)})
     np.testing.assert_array_equal(out["label"], model.predict(x.astype(np.float32)))
+
+
+def test_framework_errors_reach_clients_without_model_source(credit_models) -> None:
+    """A TorchScript error carries the model's source code; the client sees one line."""
+    import pytest
+
+    from gateway.errors import InferenceError
+    from wrappers.loader import wrapper_from_settings
+    from wrappers.settings import load_settings
+
+    wrapper = wrapper_from_settings(load_settings(credit_models["mlp_settings"]))
+    wrapper.load()
+    x = np.load(credit_models["reference"])[:1].astype(np.float32)
+    x[0, 0] = 99  # a category code the model never saw
+    with pytest.raises(InferenceError) as info:
+        wrapper.predict({"input": x})
+    message = info.value.message
+    assert "\n" not in message and "File" not in message and len(message) < 400
+    assert message.startswith("TorchScript model raised RuntimeError") and "99" in message
