@@ -64,6 +64,7 @@ DEPLOYMENTS: dict[str, Any] = {
     "cc-promote": {"router": {"kind": "champion_challenger", "champion": "lr",
                               "challengers": ["gbm"]}},
     "plain": {"router": {"kind": "weighted", "weights": {"lr": 1}}},
+    "trees": {"router": {"kind": "weighted", "weights": {"gbm": 1}}},
     "shadow-slow": {"router": {"kind": "shadow", "primary": "lr",
                                "shadows": [{"model": "slow"}]}, "max_shadow_in_flight": 2},
     "shadow-bad": {"router": {"kind": "shadow", "primary": "lr",
