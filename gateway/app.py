@@ -65,16 +65,21 @@ class Gateway:
         self.store = DecisionStore(
             config.decisions, on_write_error=self.metrics.decisions_dropped.inc
         )
-        self.state = (
-            SQLiteStateStore(config.state.sqlite_path)
-            if config.state.kind == "sqlite" else InMemoryStateStore()
-        )
+        self.state = self._state_store(config)
         self.upstreams: dict[str, UpstreamModel] = {
             key: connect(key, ref) for key, ref in config.models.items()
         }
         self.explain = ExplainHub(config, self.store, self.metrics)
         self.deployments = {name: self._deployment(name) for name in config.deployments}
         self.registry = ModelRegistry(self.deployments.values())
+
+    @staticmethod
+    def _state_store(config: GatewayConfig):
+        if config.state.kind != "sqlite":
+            return InMemoryStateStore()
+        path = config.state.sqlite_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SQLiteStateStore(path)
 
     def _deployment(self, name: str) -> Deployment:
         spec = self.config.deployments[name]

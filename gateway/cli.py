@@ -21,16 +21,37 @@ __all__ = ["main"]
 log = logging.getLogger("arbiter")
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
 def _add_server_args(parser: argparse.ArgumentParser, http: int, grpc: int) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="interface to bind")
-    parser.add_argument("--http-port", type=int, default=http, help="REST port (0: any)")
-    parser.add_argument("--grpc-port", type=int, default=grpc, help="gRPC port (0: any)")
+    parser.add_argument("--http-port", type=_port, default=http, help="REST port (0: any)")
+    parser.add_argument("--grpc-port", type=_port, default=grpc, help="gRPC port (0: any)")
     parser.add_argument(
-        "--drain-timeout-s", type=float, default=10.0,
+        "--drain-timeout-s", type=_non_negative, default=10.0,
         help="seconds in-flight requests get to finish on SIGTERM",
     )
     parser.add_argument(
-        "--max-body-mb", type=float, default=64.0, help="largest request body, in MiB"
+        "--max-body-mb", type=_positive, default=64.0, help="largest request body, in MiB"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level")
 
@@ -41,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     model = sub.add_parser("serve-model", help="serve one model over OIP REST and gRPC")
     model.add_argument("--framework", help="sklearn, onnx, torch, or pkg.mod:Class")
     model.add_argument("--model", help="path of the model artifact")
-    model.add_argument("--name", help="model name (overrides the settings file)")
+    model.add_argument(
+        "--name", help="model name (required unless the settings file has one)"
+    )
     model.add_argument("--version", help="model version (overrides the settings file)")
     model.add_argument("--settings", help="model settings YAML file")
     _add_server_args(model, 8080, 8081)
@@ -67,6 +90,9 @@ def _model_settings(args: argparse.Namespace):
     from wrappers.settings import ModelSettings, load_settings
 
     settings = load_settings(args.settings) if args.settings else None
+    if settings is None and not args.name:
+        raise SystemExit("arbiter serve-model: --name is required (or a --settings file "
+                         "with a name)")
     update = {
         key: value
         for key, value in (
@@ -122,6 +148,8 @@ def _run(coro) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arbiter`` console script; returns the exit status."""
+    from gateway.errors import ArbiterError
+
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -136,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.up import run_up
 
             return run_up(Path(args.config))
-    except OSError as exc:
+    except (OSError, ArbiterError) as exc:
         log.error("%s", exc)
         return 1
     except Exception as exc:  # startup failure: one clear line, non-zero exit

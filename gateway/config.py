@@ -185,7 +185,8 @@ def _format(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
-        lines.append(f"  {where or '<file>'}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ class ModelRegistry:
         self._targets: dict[str, Target] = {}
         self.extensions = list(EXTENSIONS if extensions is None else extensions)
         self.draining = False
+        self.starting = False
         for target in targets:
             self.add(target)
 
@@ -62,7 +63,9 @@ class ModelRegistry:
 
     def ready(self) -> bool:
         """Readiness: not draining and every target ready."""
-        return not self.draining and all(t.ready() for t in self._targets.values())
+        return not (self.draining or self.starting) and all(
+            t.ready() for t in self._targets.values()
+        )
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Readiness of one model.
@@ -70,7 +73,7 @@ class ModelRegistry:
         Raises:
             ModelNotFoundError: no such model or version.
         """
-        return not self.draining and self.get(name, version).ready()
+        return not (self.draining or self.starting) and self.get(name, version).ready()
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Run ``request`` on its target; the response echoes (or assigns) the id.
@@ -81,6 +84,8 @@ class ModelRegistry:
             ArbiterError: whatever the target raises.
         """
         target = self.get(request.model_name, request.model_version)
+        if self.starting:
+            raise ModelNotReadyError("server is starting (loading or reaching its models)")
         if self.draining:
             raise ModelNotReadyError("server is draining")
         if not target.ready():

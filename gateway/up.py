@@ -171,6 +171,12 @@ def _processes(run: RunFile) -> tuple[list[Process], Process]:
     gw = run.gateway
     if not gw.config.exists():
         raise StartupError(f"gateway: config not found: {gw.config}")
+    from gateway.config import ConfigError, load_config
+
+    try:  # refuse a bad gateway config before any pod starts
+        load_config(gw.config)
+    except ConfigError as exc:
+        raise StartupError(f"gateway: {exc}") from None
     for port in (gw.http_port, gw.grpc_port):
         _check_port(run.host, port, "gateway")
     args = [*cli, "gateway", "--config", str(gw.config), "--host", run.host,

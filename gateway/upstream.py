@@ -104,11 +104,17 @@ class UpstreamModel:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        next_note = loop.time() + 5
         while True:
             try:
                 self._metadata = await self.fetch_metadata()
+                log.info("model %r reached at %s", self.key, self.ref.url)
                 return self._metadata
             except ArbiterError as exc:
+                if loop.time() >= next_note:
+                    log.warning("waiting for model %r at %s (%.0f s left): %s", self.key,
+                                self.ref.url, deadline - loop.time(), exc.message)
+                    next_note = loop.time() + 5
                 if loop.time() >= deadline:
                     raise UpstreamUnavailableError(
                         f"model {self.key!r} at {self.ref.url} did not answer within "

@@ -98,7 +98,7 @@ class Server:
         Raises:
             OSError: a port is taken.
         """
-        self.registry.draining = True
+        self.registry.starting = True
         opts = self.options
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -118,7 +118,7 @@ class Server:
             await self._start_grpc(opts)
         for hook in self._on_startup:
             await hook()
-        self.registry.draining = False
+        self.registry.starting = False
         log.info("serving REST on %s:%d, gRPC on %d", opts.host, self.http_port, self.grpc_port)
 
     async def _start_grpc(self, opts: ServerOptions) -> None:
@@ -126,9 +126,12 @@ class Server:
             self.registry, self.metrics, max_message_bytes=opts.max_body_bytes,
             extra_services=self._extra_services,
         )
-        port = self._grpc.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
+        try:
+            port = self._grpc.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
+        except RuntimeError:  # grpcio raises this when the port is taken
+            port = 0
         if port == 0:
-            raise OSError(f"cannot bind gRPC port {opts.grpc_port}")
+            raise OSError(f"cannot bind gRPC port {opts.grpc_port}: address in use")
         self.grpc_port = port
         await self._grpc.start()
 
@@ -153,14 +156,26 @@ class Server:
                 log.exception("cleanup hook failed")
 
     async def serve_forever(self) -> None:
-        """Start, wait for SIGTERM or SIGINT, then :meth:`stop`."""
-        await self.start()
+        """Start, serve until SIGTERM or SIGINT, then :meth:`stop`. A signal during a
+        slow startup (waiting for models) cancels it and stops cleanly."""
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
-        await done.wait()
-        log.info("draining (up to %.1f s)", self.options.drain_timeout_s)
+        starting = asyncio.ensure_future(self.start())
+        stopping = asyncio.ensure_future(done.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("stop requested during startup")
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        elif starting.exception() is not None:
+            stopping.cancel()
+            await self.stop()
+            raise starting.exception()
+        else:
+            await stopping
+            log.info("draining (up to %.1f s)", self.options.drain_timeout_s)
         await self.stop()
 
     @property

@@ -107,13 +107,13 @@ def test_missing_model_file(tmp_path: Path) -> None:
     assert _no_process_mentions(str(tmp_path))
 
 
-@pytest.mark.slow
 def test_bad_gateway_config(tmp_path: Path) -> None:
     bad = "models: {lr: {url: grpc://127.0.0.1:1, name: credit-lr}}\n" \
           "deployments: {credit: {router: {kind: thompson, arms: [lr, xgb]}}}\n"
     result = _up(_run_file(tmp_path, gateway_config=bad))
     assert result.returncode == 1
     output = result.stdout + result.stderr
-    assert "gateway exited during startup" in output
+    assert "gateway: invalid gateway config" in output  # refused before any pod starts
     assert "names model 'xgb', which is not under 'models'" in output
+    assert "[lr]" not in output
     assert _no_process_mentions(str(tmp_path))
