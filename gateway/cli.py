@@ -128,6 +128,7 @@ async def _serve_model(args: argparse.Namespace, settings) -> None:
         ModelRegistry([target]), _server_options(args),
         on_startup=[target.load], on_cleanup=[target.unload],
     )
+    target.batcher.on_batch = server.metrics.batch_size.labels(settings.name).observe
     await server.serve_forever()
 
 

@@ -51,10 +51,8 @@ class ModelRegistry:
         target = self._targets.get(name)
         if target is None:
             raise ModelNotFoundError(f"model {name!r} not found")
-        if version is not None:
-            versions = target.metadata().versions
-            if versions and version not in versions:
-                raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
+        if version is not None and version not in target.metadata().versions:
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
         return target
 
     def live(self) -> bool:

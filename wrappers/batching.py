@@ -25,6 +25,7 @@ Policy (in the spirit of Triton's dynamic batcher):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -94,6 +95,8 @@ class BatchingWrapper(ModelWrapper):
         self._timer: asyncio.TimerHandle | None = None
         self.predict_calls = 0
         """Number of inner predict calls made through :meth:`submit` (for tests, stats)."""
+        self.on_batch: Callable[[int], None] | None = None
+        """Called with the row count of every predict call (the server's batch metric)."""
 
     @property
     def platform(self) -> str:  # type: ignore[override]
@@ -155,9 +158,14 @@ class BatchingWrapper(ModelWrapper):
         self._schedule(loop)
         return await future
 
+    def _count(self, rows: int) -> None:
+        self.predict_calls += 1
+        if self.on_batch is not None:
+            self.on_batch(rows)
+
     async def _run_alone(self, loop: asyncio.AbstractEventLoop, inputs: Arrays) -> Arrays:
         """The fast path: one request, one predict call, no merging or splitting."""
-        self.predict_calls += 1
+        self._count(_rows(inputs))
         self._in_flight += 1
         try:
             return await loop.run_in_executor(self._executor, self.inner.predict, inputs)
@@ -192,7 +200,7 @@ class BatchingWrapper(ModelWrapper):
         batch = self._take_batch()
         if batch:
             self._in_flight += 1
-            self.predict_calls += 1
+            self._count(sum(p.rows for p in batch))
             merged = _merge(batch)
             done = loop.run_in_executor(self._executor, self.inner.predict, merged)
             done.add_done_callback(lambda f: self._complete(loop, batch, f))
