@@ -309,10 +309,11 @@ def _anchor_summary(class_name: str, anchor: list[str], precision: float, covera
             f'The model predicts "{class_name}" for {precision:.0%} of similar applicants '
             "whatever their attributes, so no single condition explains this decision."
         )
+    share = f"{coverage:.0%}" if coverage >= 0.01 else "fewer than 1%"
     return (
         f'The model predicts "{class_name}" because {" and ".join(anchor)}: it gives the same '
         f"answer for {precision:.0%} of applicants meeting these conditions, which apply to "
-        f"{coverage:.0%} of the reference population."
+        f"{share} of the reference population."
     )
 
 

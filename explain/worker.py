@@ -89,9 +89,13 @@ def _die_with_parent() -> None:
         os.nice(WORKER_NICENESS)
     except OSError:
         pass
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group; the gateway stops its
+    # workers itself (pending explanations end as failed/closed), so they ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

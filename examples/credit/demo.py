@@ -207,15 +207,22 @@ def _wait_explanations(base: str, decisions: list[dict], timeout_s: float) -> li
 
 
 def _refused_example(records: list[dict]) -> dict | None:
+    """The refused applicant whose explanation is the most general (highest coverage,
+    then fewest conditions): the clearest reason to show."""
+    best = None
     for record in records:
         routed = record["routed"]
         label = record["outputs"][routed]["label"]["data"][0]
         explanation = record.get("explanation") or {}
-        if label == 0 and explanation.get("status") == "done":
-            return {"decision_id": record["id"], "routed_model": routed,
-                    "decision": "refused (predicted bad credit risk)",
-                    "explanation": explanation.get("explanation", explanation)}
-    return None
+        if label != 0 or explanation.get("status") != "done":
+            continue
+        detail = explanation.get("explanation", explanation)
+        rank = (detail.get("coverage") or 0.0, -len(detail.get("anchor") or []))
+        if best is None or rank > best[0]:
+            best = (rank, {"decision_id": record["id"], "routed_model": routed,
+                           "decision": "refused (predicted bad credit risk)",
+                           "explanation": detail})
+    return best[1] if best else None
 
 
 def _percentiles(values: list[float]) -> dict[str, float | int]:
@@ -322,7 +329,7 @@ def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
 
         train(models, seed)
     out.mkdir(parents=True, exist_ok=True)
-    run_file, gateway = write_run_files(models, out / "run")
+    run_file, gateway = write_run_files(models, (out / "run").resolve())
     holdout = pd.read_csv(models / "holdout.csv")
     X = encode_frame(holdout.drop(columns=["creditability"])).astype(np.float32)[:applicants]
     y = (holdout["creditability"] == "good").astype(int).to_numpy()[:applicants]
