@@ -109,7 +109,6 @@ class Deployment:
         self._shadow_tasks: dict[str, list[asyncio.Task]] = {}
         self._shadow_wait_s = max((u.ref.timeout_s for u in upstreams.values()), default=5.0)
         self._route_counters: dict[str, Any] = {}
-        self._headers_router = router.kind
 
     # -- Target -----------------------------------------------------------------
     def metadata(self) -> ModelMetadata:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -216,8 +215,10 @@ class DecisionStore:
 
     async def flush(self) -> None:
         """Write every queued decision to the log now."""
-        if not self._dirty or self._db is None:
-            self._dirty.clear() if self._db is None else None
+        if self._db is None:  # memory only: nothing to write
+            self._dirty.clear()
+            return
+        if not self._dirty:
             return
         batch, self._dirty = self._dirty, {}
         rows = [
@@ -251,8 +252,3 @@ class DecisionStore:
         if self._db is not None:
             await self._run(self._db.close)
         self._executor.shutdown(wait=True)
-
-
-def now() -> float:
-    """Unix time in seconds."""
-    return time.time()
