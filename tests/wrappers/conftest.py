@@ -1,34 +1,15 @@
-"""Fixtures for the wrapper tests: the credit models, trained once per session."""
+"""Fixtures for the wrapper tests (the credit models come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from examples.credit.encoding import load_frame
-from examples.credit.train import artifact_paths, train
 from gateway.protocol import InferenceRequest, ModelMetadata, Tensor, TensorMetadata
 from wrappers.base import ModelWrapper
-
-
-@pytest.fixture(scope="session")
-def credit_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Artifact key -> path (see ``examples.credit.train.train``); trained into the
-    session's base temp dir, shared with the twin fixture in tests/examples/conftest.py."""
-    out = tmp_path_factory.getbasetemp() / "credit-models"
-    if (out / "metrics.json").exists():
-        return artifact_paths(out)
-    return train(out, seed=0)
-
-
-@pytest.fixture(scope="session")
-def holdout_x(credit_models: dict[str, Path]) -> np.ndarray:
-    """Encoded held-out rows, FP32 [200, 20]."""
-    return load_frame(credit_models["holdout"])[0]
 
 
 def request_of(x: np.ndarray, name: str = "input", **kwargs: Any) -> InferenceRequest:
