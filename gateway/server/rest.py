@@ -214,6 +214,9 @@ def build_app(
         add("GET", prefix, _model_metadata)
         add("GET", prefix + "/ready", _model_ready)
         add("POST", prefix + "/infer", _infer)
+    from gateway.server.v1 import add_v1_routes
+
+    add_v1_routes(app)
     if extra_routes is not None:
         extra_routes(app)
     return app
