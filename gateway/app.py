@@ -40,6 +40,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.registry import ModelRegistry
 from gateway.server import rest
 from gateway.server.app import Server, ServerOptions
+from gateway.server.grpc import guarded
 from gateway.upstream import UpstreamModel, connect
 from protos import arbiter_pb2, arbiter_pb2_grpc
 from routers import InMemoryStateStore, SQLiteStateStore, build_router
@@ -252,7 +253,9 @@ def build_gateway(
     gateway = Gateway(config, upstream_wait_s)
 
     def add_decisions(server) -> None:
-        arbiter_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(gateway), server)
+        arbiter_pb2_grpc.add_DecisionServiceServicer_to_server(
+            guarded(DecisionServicer(gateway)), server
+        )
 
     server = Server(
         gateway.registry, options, metrics_registry=gateway.metrics_registry,

@@ -1,8 +1,9 @@
 """gRPC adapter: ``inference.GRPCInferenceService`` over ``grpc.aio``.
 
-Errors are mapped once, for every RPC of every service on the server, by
-:class:`ErrorInterceptor`: an :class:`~gateway.errors.ArbiterError` aborts with its
-``grpc_code``; anything else is logged and aborts with INTERNAL and a generic message.
+Errors are mapped once, for every RPC of every service, by :func:`guarded` (applied to
+each servicer when the server is built): an :class:`~gateway.errors.ArbiterError` aborts
+with its ``grpc_code``; anything else is logged and aborts with INTERNAL and a generic
+message.
 Response headers of the core travel as trailing metadata.
 
 Source: OIP ``open_inference_grpc.proto``.
@@ -10,6 +11,8 @@ Source: OIP ``open_inference_grpc.proto``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import time
 from typing import Any
@@ -23,7 +26,7 @@ from gateway.registry import ModelRegistry
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
 
-__all__ = ["ErrorInterceptor", "InferenceServicer", "abort_code", "build_server"]
+__all__ = ["InferenceServicer", "abort_code", "build_server", "guarded"]
 
 log = logging.getLogger("arbiter.grpc")
 
@@ -36,29 +39,30 @@ def abort_code(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal server error"
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps exceptions of every unary RPC to gRPC statuses."""
+def guarded(servicer: Any) -> Any:
+    """Wrap every RPC method of ``servicer`` (the public methods named after the proto's
+    RPCs, CamelCase) once, so an exception becomes the status :func:`abort_code` gives.
+    Done at construction rather than by a server interceptor, which would build a new
+    method handler on every call."""
+    for name in dir(servicer):
+        method = getattr(servicer, name)
+        if name[:1].isupper() and inspect.iscoroutinefunction(method):
+            setattr(servicer, name, _guard(method))
+    return servicer
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                code, message = abort_code(exc)
-                await context.abort(code, message)
+def _guard(method):
+    @functools.wraps(method)
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = abort_code(exc)
+            await context.abort(code, message)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    return call
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -121,7 +125,6 @@ def build_server(
     """A ``grpc.aio`` server with the OIP service (and ``extra_services``, each a
     callable taking the server) and the error interceptor; not yet bound or started."""
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -129,7 +132,7 @@ def build_server(
         ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(registry, metrics), server
+        guarded(InferenceServicer(registry, metrics)), server
     )
     for add in extra_services or ():
         add(server)
