@@ -86,6 +86,11 @@ class FeedbackSpec(_Spec):
         description="Output compared with the truth. Integer/BOOL/BYTES outputs score 1 "
         "per matching row; float outputs score 1 - mean absolute error, clipped to [0, 1].",
     )
+    labels: list[int | str] | None = Field(
+        default=None,
+        description="The values a truth may take (for example [0, 1]); another value is "
+        "a 400 instead of a reward of 0. None: any value of the output's kind.",
+    )
 
 
 class DeploymentSpec(_Spec):
@@ -115,6 +120,12 @@ class DecisionsSpec(_Spec):
     )
     memory_size: int = Field(
         default=100_000, ge=1, description="Most recent decisions kept in memory."
+    )
+    durable: bool = Field(
+        default=False,
+        description="Each response waits until its decision is committed to the log "
+        "(a crash then loses no answered decision); otherwise decisions are written in "
+        "batches every flush_interval_ms.",
     )
     flush_interval_ms: float = Field(
         default=50.0, ge=0, le=10_000,

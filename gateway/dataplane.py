@@ -26,7 +26,14 @@ from gateway.config import DeploymentSpec
 from gateway.decisions import Decision, DecisionStore
 from gateway.errors import ArbiterError, DecisionNotFoundError, InvalidRequestError
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import InferenceRequest, InferenceResponse, ModelMetadata, Tensor, new_id
+from gateway.protocol import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    RequestedOutput,
+    Tensor,
+    new_id,
+)
 from gateway.upstream import UpstreamModel
 from routers.base import Outcome, Router
 
@@ -107,6 +114,9 @@ class Deployment:
         self.shadow_stats = {key: ShadowStats() for key in router.models}
         self._tasks: set[asyncio.Task] = set()
         self._shadow_tasks: dict[str, list[asyncio.Task]] = {}
+        self._made: dict[str, asyncio.Future[Decision | None]] = {}
+        """Decision id -> the decision once the routed model has answered (None if it
+        failed), awaited by that decision's shadows."""
         self._shadow_wait_s = max((u.ref.timeout_s for u in upstreams.values()), default=5.0)
         self._route_counters: dict[str, Any] = {}
 
@@ -134,18 +144,21 @@ class Deployment:
         """
         decision_id = await self._decision_id(request)
         route = self.router.route(request)
-        if route.shadows:
-            self._start_shadows(route.shadows, request, decision_id)
+        upstream_request, extra = self._with_feedback_output(request)
+        made: asyncio.Future[Decision | None] | None = None
+        if route.shadows:  # kept here too: the dict entry goes when the shadows finish
+            made = self._made[decision_id] = asyncio.get_running_loop().create_future()
+            self._start_shadows(route.shadows, upstream_request, decision_id)
         start = time.perf_counter()
         routed = self.upstreams[route.routed]
         try:
-            response = await routed.infer(request)
+            response = await routed.infer(upstream_request)
         except ArbiterError as exc:
-            self.store.release(decision_id)
+            self._abandon(decision_id, made)
             self._count_upstream(route.routed, exc.grpc_code, start)
             raise
         except BaseException:
-            self.store.release(decision_id)
+            self._abandon(decision_id, made)
             raise
         latency = self._count_upstream(route.routed, "OK", start)
         if request.id != decision_id:
@@ -158,6 +171,14 @@ class Deployment:
             latency_ms={route.routed: latency * 1000}, parameters=dict(request.parameters),
         )
         self.store.add(decision)
+        if self.store.spec.durable:
+            await self.store.persist(decision)
+        if made is not None and not made.done():
+            made.set_result(decision)
+        if decision_id not in self._shadow_tasks:  # every shadow was shed
+            self._made.pop(decision_id, None)
+        if extra is not None:  # recorded for feedback, not asked for by the client
+            response.outputs = [t for t in response.outputs if t.name != extra]
         self._count_route(route.routed)
         response = self._answer(response, decision)
         if self.explain is not None:
@@ -168,10 +189,36 @@ class Deployment:
                 response.parameters["explanation"] = explanation_parameter(await pending)
         return response
 
+    def _with_feedback_output(
+        self, request: InferenceRequest
+    ) -> tuple[InferenceRequest, str | None]:
+        """The request sent upstream: when the client asked for some outputs only, the
+        feedback output is asked for too (and recorded, so truth feedback always has
+        something to compare), then dropped from the client's response."""
+        name = self.spec.feedback.output
+        wanted = request.outputs
+        if wanted is None or any(o.name == name for o in wanted):
+            return request, None
+        primary = self.upstreams[self.router.primary]
+        if not primary.ready() or primary.metadata().output(name) is None:
+            return request, None
+        upstream = InferenceRequest(
+            request.model_name, request.inputs, request.model_version, request.id,
+            [*wanted, RequestedOutput(name)], request.parameters, request.headers,
+        )
+        return upstream, name
+
+    def _abandon(self, decision_id: str, made: asyncio.Future | None) -> None:
+        """The routed model failed: no decision; its shadows record nothing."""
+        self.store.release(decision_id)
+        self._made.pop(decision_id, None)
+        if made is not None and not made.done():
+            made.set_result(None)
+
     async def _decision_id(self, request: InferenceRequest) -> str:
         """The request's id when it is new; a fresh id when a decision already has it
         (so a reused request id never overwrites an earlier decision)."""
-        if request.id is None:
+        if not request.id:  # absent, or "" (which gRPC cannot tell from absent)
             request.id = new_id()
             self.store.claim(request.id)
             return request.id
@@ -227,7 +274,11 @@ class Deployment:
         if started:
             self._shadow_tasks[decision_id] = started
             waiter = asyncio.ensure_future(asyncio.wait(started))
-            waiter.add_done_callback(lambda _: self._shadow_tasks.pop(decision_id, None))
+            waiter.add_done_callback(lambda _: self._forget(decision_id))
+
+    def _forget(self, decision_id: str) -> None:
+        self._shadow_tasks.pop(decision_id, None)
+        self._made.pop(decision_id, None)
 
     async def _shadows_settled(self, decision_id: str) -> None:
         """Wait until the decision's shadows have answered, failed or timed out, so that
@@ -254,18 +305,16 @@ class Deployment:
         self.metrics.shadow.labels(self.name, key, "ok").inc()
         await self._record_shadow(decision_id, key, response, latency)
 
-    async def _decision_soon(self, decision_id: str) -> Decision | None:
-        """The decision, waiting briefly if the primary has not answered yet."""
-        for _ in range(200):
-            decision = self.store.cached(decision_id)
-            if decision is not None:
-                return decision
-            await asyncio.sleep(0.005)
-        return None
+    async def _decision_made(self, decision_id: str) -> Decision | None:
+        """The decision once the routed model has answered (None if it failed)."""
+        made = self._made.get(decision_id)
+        return None if made is None else await made
 
     def _note_shadow_error(self, decision_id: str, key: str, message: str) -> None:
+        made = self._made.get(decision_id)  # taken now: the entry goes with the shadows
+
         async def note() -> None:
-            decision = await self._decision_soon(decision_id)
+            decision = None if made is None else await made
             if decision is not None:
                 decision.errors[key] = message
                 self.store.touch(decision)
@@ -277,7 +326,7 @@ class Deployment:
     async def _record_shadow(
         self, decision_id: str, key: str, response: InferenceResponse, latency: float
     ) -> None:
-        decision = await self._decision_soon(decision_id)
+        decision = await self._decision_made(decision_id)
         if decision is None:  # the primary failed: nothing to compare with
             return
         decision.outputs[key] = {t.name: tensor_doc(t) for t in response.outputs}
@@ -333,11 +382,16 @@ class Deployment:
             return {"decision_id": decision.id, "status": "duplicate",
                     "rewards": decision.rewards or {}}
         rewards = {decision.routed: reward} if truth is None else self._score(decision, truth)
-        decision.feedback = {"reward": reward, "truth": truth, "time": time.time()}
+        learned = {k: v for k, v in rewards.items() if k in self.router.models}
+        decision.feedback = {"reward": reward, "truth": truth, "time": time.time(),
+                             "learned": sorted(learned)}
         decision.rewards = rewards
         self.store.touch(decision)
-        self._learn(decision, rewards)
-        return {"decision_id": decision.id, "status": "accepted", "rewards": rewards}
+        self._learn(decision, learned)
+        result = {"decision_id": decision.id, "status": "accepted", "rewards": rewards}
+        if len(learned) < len(rewards):  # a model left the router since the decision
+            result["not_learned"] = sorted(set(rewards) - set(learned))
+        return result
 
     async def check_feedback(self, item: Any) -> None:
         """Validate one feedback item without applying it.
@@ -361,9 +415,12 @@ class Deployment:
         return decision, reward, truth
 
     def _learn(self, decision: Decision, rewards: dict[str, float]) -> None:
+        """Teach the router the rewards of models it still has (all validated)."""
         before = self.router.primary
-        self.router.feedback(Outcome(decision.routed, rewards))
         self.metrics.feedback.labels(self.name, "accepted").inc()
+        if not rewards:
+            return
+        self.router.feedback(Outcome(decision.routed, rewards))
         for key, value in rewards.items():
             self.metrics.rewards.labels(self.name, key).inc(value)
             self.metrics.scored.labels(self.name, key).inc()
@@ -388,7 +445,8 @@ class Deployment:
             if key != decision.routed:
                 recorded = decision.outputs[key].get(self.spec.feedback.output)
                 if recorded is not None and "data" in recorded:
-                    rewards[key] = _reward(recorded, truth, self.spec.feedback.output)
+                    rewards[key] = _reward(recorded, truth, self.spec.feedback.output,
+                                           self.spec.feedback.labels)
         return rewards
 
     def _score_one(self, decision: Decision, key: str, truth: Any) -> float:
@@ -403,7 +461,7 @@ class Deployment:
                 f"decision {decision.id!r}: output {output!r} was too large to record "
                 f"(over {_MAX_RECORDED_ELEMENTS:,} elements); send a reward instead"
             )
-        return _reward(recorded, truth, output)
+        return _reward(recorded, truth, output, self.spec.feedback.labels)
 
     def snapshot(self) -> dict[str, Any]:
         """Router state, shadow agreement, and models, for ``GET /v2/deployments/{name}``."""
@@ -439,7 +497,8 @@ def _parse_feedback(item: Any) -> tuple[str, float | None, Any]:
     return decision_id, float(reward), None
 
 
-def _reward(recorded: dict[str, Any], truth: Any, output: str) -> float:
+def _reward(recorded: dict[str, Any], truth: Any, output: str,
+            labels: list | None = None) -> float:
     predicted = np.asarray(recorded["data"], dtype=object)
     try:
         expected = np.asarray(truth, dtype=object).ravel()
@@ -452,6 +511,13 @@ def _reward(recorded: dict[str, Any], truth: Any, output: str) -> float:
         )
     values = expected.tolist()
     _check_truth(values, recorded["datatype"], output)
+    if labels is not None:
+        unknown = [v for v in values if v not in labels]
+        if unknown:
+            raise InvalidRequestError(
+                f"'truth' value {unknown[0]!r} is not one of the labels {labels} of "
+                f"output {output!r}"
+            )
     if recorded["datatype"].startswith("FP"):
         error = np.abs(predicted.astype(float) - np.asarray(values, dtype=float)).mean()
         return float(min(1.0, max(0.0, 1.0 - error)))

@@ -99,6 +99,7 @@ class DecisionStore:
         self._memory: OrderedDict[str, Decision] = OrderedDict()
         self._dirty: dict[str, Decision] = {}
         self._reserved: set[str] = set()
+        self._lock = None
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="arbiter-decisions")
         self._writer: asyncio.Task | None = None
@@ -114,6 +115,7 @@ class DecisionStore:
 
     def _connect(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _exclusive_lock(path)
         db = sqlite3.connect(path, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -221,10 +223,7 @@ class DecisionStore:
         if not self._dirty:
             return
         batch, self._dirty = self._dirty, {}
-        rows = [
-            (d.id, d.time, d.deployment, d.routed, orjson.dumps(d, default=str).decode())
-            for d in batch.values()
-        ]
+        rows = [_row(d) for d in batch.values()]
         try:
             await self._run(self._write, rows)
         except Exception:
@@ -232,6 +231,11 @@ class DecisionStore:
             self._on_write_error(len(rows))
             for key, value in batch.items():
                 self._dirty.setdefault(key, value)
+
+    async def persist(self, decision: Decision) -> None:
+        """Commit one decision to the log now (``durable`` mode)."""
+        if self._db is not None:
+            await self._run(self._write, [_row(decision)])
 
     def _write(self, rows: list[tuple]) -> None:
         assert self._db is not None
@@ -251,4 +255,34 @@ class DecisionStore:
         await self.flush()
         if self._db is not None:
             await self._run(self._db.close)
+        if self._lock is not None:
+            self._lock.close()
         self._executor.shutdown(wait=True)
+
+
+def _row(decision: Decision) -> tuple:
+    return (decision.id, decision.time, decision.deployment, decision.routed,
+            orjson.dumps(decision, default=str).decode())
+
+
+def _exclusive_lock(path: Path):
+    """Hold an exclusive lock beside the log for this process's lifetime.
+
+    Raises:
+        OSError: another gateway process has the log open (two writers would overwrite
+            each other's decisions and count feedback twice).
+    """
+    import errno
+    import fcntl
+
+    handle = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held open
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OSError(
+            errno.EBUSY,
+            f"decision log {path} is in use by another gateway process; give each "
+            "gateway its own decisions.sqlite_path (router state may be shared)",
+        ) from None
+    return handle

@@ -116,8 +116,7 @@ class ExplainHub:
     async def close(self, grace_s: float = 3.0) -> None:
         """Let pending explanations finish for up to ``grace_s`` seconds (recorded as
         failed with reason ``closed`` after that), then stop the pools."""
-        for worker in self.workers.values():
-            await worker.close(grace_s=grace_s)
+        await asyncio.gather(*(w.close(grace_s=grace_s) for w in self.workers.values()))
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
 
