@@ -162,8 +162,13 @@ def test_settings_file_loads_with_the_wrapper_loader(
         framework,
         given["--model"],
     )
+    from pydantic import TypeAdapter
+
+    from wrappers.settings import ModelSettings
+
     for key, value in example_values(framework)["model"].get("settings", {}).items():
-        assert getattr(settings, key) == value
+        field = TypeAdapter(ModelSettings.model_fields[key].annotation)
+        assert getattr(settings, key) == field.validate_python(value)
 
 
 def test_settings_schema_matches_model_settings_fields() -> None:
