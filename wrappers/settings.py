@@ -111,6 +111,12 @@ class ModelSettings(BaseModel):
         default=1, ge=1, le=64,
         description="Predict calls of this model that may run at once (worker threads).",
     )
+    probe_on_load: bool = Field(
+        default=True,
+        description="Run one all-zero row through the model before reporting ready, so a "
+        "declared contract the model does not meet fails the start (off for models that "
+        "reject an all-zero row).",
+    )
     parameters: dict[str, ParameterValue] = Field(
         default_factory=dict, description="Model-level parameters reported in metadata."
     )

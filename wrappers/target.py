@@ -32,7 +32,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from gateway.errors import InferenceError, InvalidRequestError, ModelNotReadyError
+from gateway.errors import ArbiterError, InferenceError, InvalidRequestError, ModelNotReadyError
 from gateway.protocol import (
     InferenceRequest,
     InferenceResponse,
@@ -85,7 +85,36 @@ class ModelTarget:
         self._metadata = self._with_identity(self.batcher.metadata())
         self._inputs = {t.name: (t, dtype_of(t.datatype)) for t in self._metadata.inputs}
         self._outputs = {t.name: (t, dtype_of(t.datatype)) for t in self._metadata.outputs}
+        if self.settings.probe_on_load:
+            await asyncio.to_thread(self._probe)
         self._ready = True
+
+    def _probe(self) -> None:
+        """Run one all-zero row through the model before reporting ready: a declared
+        contract the model does not meet (wrong width, a missing output) fails the
+        start instead of every request; it also warms the model up. Skipped for BYTES
+        inputs, which have no neutral value.
+
+        Raises:
+            InferenceError: naming the declared contract and what the model did.
+        """
+        inputs = {}
+        for declared, dtype in self._inputs.values():
+            if declared.datatype == "BYTES" or any(d < -1 for d in declared.shape):
+                return
+            inputs[declared.name] = np.zeros([1 if d == -1 else d for d in declared.shape],
+                                             dtype=dtype)
+        try:
+            arrays = self.batcher.predict(inputs)
+            for name in self._outputs:
+                self._output_tensor(name, {}, arrays)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a contract failure
+            declared = [(t.name, t.datatype, t.shape) for t, _ in self._inputs.values()]
+            message = exc.message if isinstance(exc, ArbiterError) else repr(exc)
+            raise InferenceError(
+                f"model {self.name!r} failed a probe row of its declared inputs {declared} "
+                f"(set probe_on_load: false if it rejects all-zero rows): {message}"
+            ) from None
 
     async def unload(self) -> None:
         """Stop serving and release the model (in a worker thread)."""

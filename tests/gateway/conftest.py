@@ -30,8 +30,9 @@ def slow_pod() -> Iterator[ServerThread]:
 @pytest.fixture(scope="session")
 def failing_pod() -> Iterator[ServerThread]:
     """A credit-like pod whose model raises on every call (500 / INTERNAL)."""
+    settings = credit_like_settings("bad", probe_on_load=False)
     with ServerThread(model_pod(CreditLikeWrapper(fail=RuntimeError("model broke")),
-                                credit_like_settings("bad"))) as pod:
+                                settings)) as pod:
         yield pod
 
 

@@ -53,3 +53,26 @@ def test_framework_errors_reach_clients_without_model_source(credit_models) -> N
     message = info.value.message
     assert "\n" not in message and "File" not in message and len(message) < 400
     assert message.startswith("TorchScript model raised RuntimeError") and "99" in message
+
+
+async def test_declared_contract_the_model_does_not_meet_fails_the_load(credit_models) -> None:
+    """A settings file declaring 21 features for the 20-feature model fails at load, not
+    on every request."""
+    import pytest
+
+    from gateway.errors import InferenceError
+    from wrappers.loader import wrapper_from_settings
+    from wrappers.settings import load_settings
+    from wrappers.target import ModelTarget
+
+    settings = load_settings(credit_models["lr_settings"])
+    wrong = settings.model_copy(update={"inputs": [
+        settings.inputs[0].model_copy(update={"shape": [-1, 21]})]})
+    target = ModelTarget(wrapper_from_settings(wrong), wrong)
+    with pytest.raises(InferenceError, match=r"failed a probe row .*\[-1, 21\]"):
+        await target.load()
+    assert not target.ready()
+    unchecked = wrong.model_copy(update={"probe_on_load": False})
+    lenient = ModelTarget(wrapper_from_settings(unchecked), unchecked)
+    await lenient.load()
+    assert lenient.ready()
