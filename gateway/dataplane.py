@@ -374,14 +374,17 @@ class Deployment:
                 wrong shape.
             DecisionNotFoundError: unknown decision, or one of another deployment.
         """
-        decision, reward, truth = await self._validated(item)
+        decision, reward, truth, routed_reward = await self._validated(item)
         if decision.feedback is None:
             await self._shadows_settled(decision.id)
         if decision.feedback is not None:
             self.metrics.feedback.labels(self.name, "duplicate").inc()
             return {"decision_id": decision.id, "status": "duplicate",
                     "rewards": decision.rewards or {}}
-        rewards = {decision.routed: reward} if truth is None else self._score(decision, truth)
+        rewards = (
+            {decision.routed: reward} if truth is None
+            else self._score(decision, truth, routed_reward)
+        )
         learned = {k: v for k, v in rewards.items() if k in self.router.models}
         decision.feedback = {"reward": reward, "truth": truth, "time": time.time(),
                              "learned": sorted(learned)}
@@ -401,9 +404,14 @@ class Deployment:
         """
         await self._validated(item)
 
-    async def _validated(self, item: Any) -> tuple[Decision, float | None, Any]:
-        """Parse an item, find its decision and check a truth against the routed
-        model's recorded output (before any duplicate check: bad input is 400)."""
+    async def _validated(self, item: Any) -> tuple[Decision, float | None, Any, float | None]:
+        """Parse an item, find its decision and score a truth against the routed
+        model's recorded output (before any duplicate check: bad input is 400).
+
+        Returns:
+            The decision, the reward, the truth, and the routed model's reward for the
+            truth (None for a scalar reward).
+        """
         decision_id, reward, truth = _parse_feedback(item)
         decision = await self.store.get(decision_id)
         if decision.deployment != self.name:
@@ -411,8 +419,8 @@ class Deployment:
                 f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
             )
         if truth is not None:
-            self._score_one(decision, decision.routed, truth)
-        return decision, reward, truth
+            return decision, reward, truth, self._score_one(decision, decision.routed, truth)
+        return decision, reward, truth, None
 
     def _learn(self, decision: Decision, rewards: dict[str, float]) -> None:
         """Teach the router the rewards of models it still has (all validated)."""
@@ -438,9 +446,9 @@ class Deployment:
             if isinstance(mean, int | float):
                 self.metrics.posterior_mean.labels(self.name, arm).set(mean)
 
-    def _score(self, decision: Decision, truth: Any) -> dict[str, float]:
+    def _score(self, decision: Decision, truth: Any, routed_reward: float) -> dict[str, float]:
         """Reward of every model whose output the decision recorded."""
-        rewards = {decision.routed: self._score_one(decision, decision.routed, truth)}
+        rewards = {decision.routed: routed_reward}
         for key in decision.outputs:
             if key != decision.routed:
                 recorded = decision.outputs[key].get(self.spec.feedback.output)
