@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers import (
     InMemoryStateStore,
     Outcome,

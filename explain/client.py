@@ -23,9 +23,9 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 import orjson
 
-from gateway.codecs.grpc import CONTENTS_FIELD
-from gateway.errors import InferenceError, UpstreamUnavailableError
-from gateway.protocol import DATATYPES, dtype_of
+from protos.codecs.grpc import CONTENTS_FIELD
+from protos.errors import InferenceError, UpstreamUnavailableError
+from protos.protocol import DATATYPES, dtype_of
 
 __all__ = ["ModelEndpoint", "RestOipClient", "GrpcOipClient", "connect"]
 

@@ -34,15 +34,16 @@ from prometheus_client import CollectorRegistry
 from gateway.config import ConfigError, GatewayConfig, load_config, router_models
 from gateway.dataplane import Deployment
 from gateway.decisions import DecisionStore
-from gateway.errors import InvalidRequestError, ModelNotFoundError
 from gateway.explaining import ExplainHub
 from gateway.metrics import GatewayMetrics
-from gateway.registry import ModelRegistry
-from gateway.server import rest
-from gateway.server.app import Server, ServerOptions
-from gateway.server.grpc import guarded
 from gateway.upstream import UpstreamModel, connect
 from protos import arbiter_pb2, arbiter_pb2_grpc
+from protos.errors import InvalidRequestError, ModelNotFoundError
+from protos.registry import ModelRegistry
+from protos.server import rest
+from protos.server.app import Server, ServerOptions
+from protos.server.grpc import guarded
+from protos.server.http import json_response
 from routers import InMemoryStateStore, SQLiteStateStore, build_router
 
 __all__ = ["Gateway", "build_gateway", "run_gateway"]
@@ -194,21 +195,21 @@ def _routes(gateway: Gateway):
     async def feedback(request: web.Request) -> web.Response:
         body = rest.body_json(await request.read())
         results = await gateway.feedback(request.match_info["deployment"], body)
-        return rest.json_response(results if isinstance(body, list) else results[0])
+        return json_response(results if isinstance(body, list) else results[0])
 
     async def decision(request: web.Request) -> web.Response:
         record = await gateway.store.get(request.match_info["decision_id"])
-        return rest.json_response(record)
+        return json_response(record)
 
     async def deployments(request: web.Request) -> web.Response:
-        return rest.json_response({n: d.snapshot() for n, d in gateway.deployments.items()})
+        return json_response({n: d.snapshot() for n, d in gateway.deployments.items()})
 
     async def deployment(request: web.Request) -> web.Response:
-        return rest.json_response(gateway.deployment(request.match_info["deployment"]).snapshot())
+        return json_response(gateway.deployment(request.match_info["deployment"]).snapshot())
 
     async def promote(request: web.Request) -> web.Response:
         body = rest.body_json(await request.read())
-        return rest.json_response(gateway.promote(request.match_info["deployment"], body))
+        return json_response(gateway.promote(request.match_info["deployment"], body))
 
     def add(app: web.Application) -> None:
         app.router.add_post("/v2/deployments/{deployment}/feedback", feedback)

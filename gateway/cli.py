@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _server_options(args: argparse.Namespace):
-    from gateway.server.app import ServerOptions
+    from protos.server.app import ServerOptions
 
     return ServerOptions(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
@@ -118,8 +118,8 @@ def _checked_settings(args: argparse.Namespace):
 
 
 async def _serve_model(args: argparse.Namespace, settings) -> None:
-    from gateway.registry import ModelRegistry
-    from gateway.server.app import Server
+    from protos.registry import ModelRegistry
+    from protos.server.app import Server
     from wrappers.loader import wrapper_from_settings
     from wrappers.target import ModelTarget
 
@@ -149,7 +149,7 @@ def _run(coro) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arbiter`` console script; returns the exit status."""
-    from gateway.errors import ArbiterError
+    from protos.errors import ArbiterError
 
     args = _parser().parse_args(argv)
     logging.basicConfig(

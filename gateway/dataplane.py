@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from gateway.codecs.json import finite_or_name
 from gateway.config import DeploymentSpec
 from gateway.decisions import Decision, DecisionStore
-from gateway.errors import ArbiterError, DecisionNotFoundError, InvalidRequestError
+from gateway.explaining import explanation_parameter
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import (
+from gateway.upstream import UpstreamModel
+from protos.codecs.json import finite_or_name
+from protos.errors import ArbiterError, DecisionNotFoundError, InvalidRequestError
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -34,7 +36,6 @@ from gateway.protocol import (
     Tensor,
     new_id,
 )
-from gateway.upstream import UpstreamModel
 from routers.base import Outcome, Router
 
 __all__ = ["Deployment", "ShadowStats", "tensor_doc"]
@@ -184,8 +185,6 @@ class Deployment:
         if self.explain is not None:
             pending = self.explain(decision, request)
             if self.inline and pending is not None:
-                from gateway.explaining import explanation_parameter
-
                 response.parameters["explanation"] = explanation_parameter(await pending)
         return response
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.config import DecisionsSpec
-from gateway.errors import DecisionNotFoundError
+from protos.errors import DecisionNotFoundError
 
 __all__ = ["Decision", "DecisionStore"]
 

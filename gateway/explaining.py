@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -21,10 +21,7 @@ import orjson
 from gateway.config import GatewayConfig, router_models
 from gateway.decisions import Decision, DecisionStore
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import InferenceRequest
-
-if TYPE_CHECKING:
-    from gateway.dataplane import Deployment
+from protos.protocol import InferenceRequest
 
 __all__ = ["ExplainHub"]
 
@@ -75,7 +72,7 @@ class ExplainHub:
         self.metrics.explanation_queue.labels(name).set(worker.stats.queue_depth)
         return document
 
-    async def start(self, deployments: dict[str, Deployment]) -> None:
+    async def start(self, deployments: dict[str, Any]) -> None:
         """Create and fit the workers (after the model pods have answered)."""
         from explain.worker import ExplanationWorker
 
@@ -89,7 +86,7 @@ class ExplainHub:
                 log.error("%s: explainer for %s could not be fitted: %s", name, model, error)
             self.workers[name] = worker
 
-    def _predictors(self, deployment: Deployment, spec) -> dict[str, Any]:
+    def _predictors(self, deployment: Any, spec) -> dict[str, Any]:
         from explain.client import ModelEndpoint
 
         predictors = {}

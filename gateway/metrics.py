@@ -1,62 +1,15 @@
-"""Prometheus metrics, built on an injected registry.
-
-Names use base units; labels are bounded (model and deployment names come from the
-configuration, never from a raw path or an id: an unknown name is recorded as
-``"_unknown"``).
+"""The gateway's own Prometheus metrics (routing, shadows, feedback, decisions,
+explanations), built on an injected registry; request metrics are
+:class:`protos.server.metrics.ServerMetrics`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-disable_created_metrics()  # no *_created series: they double every counter's cardinality
+from protos.server.metrics import LATENCY_BUCKETS
 
-__all__ = ["ServerMetrics", "GatewayMetrics", "UNKNOWN"]
-
-UNKNOWN = "_unknown"
-_LATENCY_BUCKETS = (
-    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)
-
-
-class ServerMetrics:
-    """Request metrics every Arbiter server exports.
-
-    Args:
-        registry: where the metrics are registered (one per server).
-        known: returns whether a model name is served (bounds the label values).
-    """
-
-    def __init__(self, registry: CollectorRegistry, known) -> None:
-        self.registry = registry
-        self._known = known
-        self.requests = Counter(
-            "arbiter_requests", "Inference requests by model, protocol and status code.",
-            ["model", "protocol", "code"], registry=registry,
-        )
-        self.duration = Histogram(
-            "arbiter_request_duration_seconds", "Inference request latency in seconds.",
-            ["model", "protocol"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-        self.batch_size = Histogram(
-            "arbiter_batch_rows", "Rows per model invocation after adaptive batching.",
-            ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry,
-        )
-        self._children: dict[tuple[str, str, str], tuple] = {}
-
-    def observe(self, model: str, protocol: str, code: str, seconds: float) -> None:
-        """Count one request and its latency."""
-        key = (model, protocol, code)
-        children = self._children.get(key)
-        if children is None:
-            label = model if self._known(model) else UNKNOWN
-            children = (
-                self.requests.labels(label, protocol, code),
-                self.duration.labels(label, protocol),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+__all__ = ["GatewayMetrics"]
 
 
 class GatewayMetrics:
@@ -70,7 +23,7 @@ class GatewayMetrics:
         )
         self.upstream_duration = Histogram(
             "arbiter_upstream_duration_seconds", "Latency of calls to model pods in seconds.",
-            ["deployment", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["deployment", "model"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.route_decisions = Counter(
             "arbiter_route_decisions", "Routing decisions by deployment, router and arm.",

@@ -16,11 +16,13 @@ import logging
 import aiohttp
 import grpc
 
-from gateway.codecs import binary
-from gateway.codecs import grpc as grpc_codec
-from gateway.codecs import json as jsonc
 from gateway.config import ModelRef
-from gateway.errors import (
+from protos import open_inference_pb2 as pb
+from protos import open_inference_pb2_grpc as pb_grpc
+from protos.codecs import binary
+from protos.codecs import grpc as grpc_codec
+from protos.codecs import json as jsonc
+from protos.errors import (
     ArbiterError,
     DeadlineError,
     InferenceError,
@@ -30,14 +32,12 @@ from gateway.errors import (
     UnsupportedError,
     UpstreamUnavailableError,
 )
-from gateway.protocol import (
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
     TensorMetadata,
 )
-from protos import open_inference_pb2 as pb
-from protos import open_inference_pb2_grpc as pb_grpc
 
 __all__ = ["UpstreamModel", "connect"]
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers.base import Clock, Outcome, RouteDecision, Router
 from routers.posterior import BetaPosterior, checked_rewards
 from routers.state import ArmStats, InMemoryStateStore, StateStore

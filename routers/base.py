@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 
 __all__ = ["RouteDecision", "Outcome", "Router", "Clock"]
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers.base import Clock, Outcome, RouteDecision, Router
 from routers.posterior import (
     BetaPosterior,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers.base import Clock, RouteDecision, Router
 
 __all__ = ["WeightedRouter"]

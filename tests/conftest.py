@@ -1,6 +1,6 @@
 """Session fixtures shared by every suite: the credit models (trained once) and the
 three real wrapper pods serving them (scikit-learn, ONNX Runtime, PyTorch), each a real
-:class:`~gateway.server.app.Server` on port 0 in its own thread.
+:class:`~protos.server.app.Server` on port 0 in its own thread.
 
 ``tests/wrappers/conftest.py`` and ``tests/examples/conftest.py`` define twin
 ``credit_models`` fixtures that train into the same folder, so a session trains once.

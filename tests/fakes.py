@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from gateway.protocol import (
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -155,8 +155,8 @@ class RaisingTarget:
 def model_pod(wrapper: ModelWrapper, settings: ModelSettings, options=None):
     """A :class:`~tests.servers.ServerThread` factory argument serving ``wrapper`` as a
     wrapper pod does (``arbiter serve-model``): load on startup, unload on cleanup."""
-    from gateway.registry import ModelRegistry
-    from gateway.server.app import Server
+    from protos.registry import ModelRegistry
+    from protos.server.app import Server
     from tests.servers import local_options
     from wrappers.target import ModelTarget
 

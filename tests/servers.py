@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from gateway.server.app import Server, ServerOptions
+from protos.server.app import Server, ServerOptions
 
 __all__ = ["ServerThread", "BLOCKING_LIMIT_S"]
 

@@ -15,8 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gateway", "routers", "wrappers", "explain")
 LEAVES = (
-    "gateway.errors", "gateway.protocol", "gateway.codecs.json", "gateway.codecs.binary",
-    "gateway.codecs.grpc", "gateway.codecs.raw", "gateway.config", "gateway.registry",
+    "protos.errors", "protos.protocol", "protos.codecs.json", "protos.codecs.binary",
+    "protos.codecs.grpc", "protos.codecs.raw", "gateway.config", "protos.registry",
     "gateway.decisions", "routers", "wrappers.target", "wrappers.batching",
 )
 
@@ -53,3 +53,30 @@ def test_ruff_is_clean() -> None:
     assert ruff is not None, "ruff is a test dependency"
     result = subprocess.run([ruff, "check", "."], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout
+
+
+def test_imports_point_down() -> None:
+    """The layers in pyproject.toml ([tool.importlinter]): protos is the ground floor,
+    routers, wrappers and explain sit on it, gateway on top."""
+    linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert linter is not None, "import-linter is a test dependency"
+    result = subprocess.run([linter, "--no-cache"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_import_cycles() -> None:
+    """No two project modules import each other, directly or through others (function-
+    level imports included)."""
+    import graphlib
+
+    import grimp
+
+    graph = grimp.build_graph("protos", "routers", "wrappers", "explain", "gateway",
+                              cache_dir=None)
+    sorter = graphlib.TopologicalSorter(
+        {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    )
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")

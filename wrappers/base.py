@@ -16,8 +16,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from gateway.errors import InferenceError
-from gateway.protocol import ModelMetadata
+from protos.errors import InferenceError
+from protos.protocol import ModelMetadata
 
 __all__ = ["ModelWrapper", "framework_error"]
 

@@ -18,7 +18,7 @@ Policy (in the spirit of Triton's dynamic batcher):
 * Only requests whose inputs agree on names, dtypes and non-batch dimensions are
   merged; others go in a later batch.
 * If ``predict`` raises, every caller of that batch gets an
-  :class:`~gateway.errors.InferenceError` (an :class:`~gateway.errors.ArbiterError`
+  :class:`~protos.errors.InferenceError` (an :class:`~protos.errors.ArbiterError`
   raised by the model is passed on as is).
 """
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import ArbiterError, InferenceError
-from gateway.protocol import ModelMetadata
+from protos.errors import ArbiterError, InferenceError
+from protos.protocol import ModelMetadata
 from wrappers.base import ModelWrapper, framework_error
 
 __all__ = ["BatchingWrapper"]

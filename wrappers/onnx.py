@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from gateway.errors import InferenceError
-from gateway.protocol import ModelMetadata, TensorMetadata
+from protos.errors import InferenceError
+from protos.protocol import ModelMetadata, TensorMetadata
 from wrappers.base import ModelWrapper, framework_error
 from wrappers.settings import ModelSettings, merge_metadata
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gateway.errors import InferenceError
-from gateway.protocol import ModelMetadata
+from protos.errors import InferenceError
+from protos.protocol import ModelMetadata
 from wrappers.base import ModelWrapper, framework_error
 from wrappers.settings import ModelSettings, settings_metadata
 

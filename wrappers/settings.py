@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.protocol import ModelMetadata, TensorMetadata
+from protos.protocol import ModelMetadata, TensorMetadata
 
 __all__ = [
     "ModelSettings",

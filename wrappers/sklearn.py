@@ -18,8 +18,8 @@ from typing import Any
 import joblib
 import numpy as np
 
-from gateway.errors import InferenceError
-from gateway.protocol import ModelMetadata, TensorMetadata, datatype_of
+from protos.errors import InferenceError
+from protos.protocol import ModelMetadata, TensorMetadata, datatype_of
 from wrappers.base import ModelWrapper, framework_error
 from wrappers.settings import ModelSettings, merge_metadata
 

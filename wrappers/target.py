@@ -1,4 +1,4 @@
-"""A local model as an OIP :class:`~gateway.protocol.Target`.
+"""A local model as an OIP :class:`~protos.protocol.Target`.
 
 Construction, as the ``arbiter serve-model`` CLI does it::
 
@@ -32,8 +32,8 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from gateway.errors import ArbiterError, InferenceError, InvalidRequestError, ModelNotReadyError
-from gateway.protocol import (
+from protos.errors import ArbiterError, InferenceError, InvalidRequestError, ModelNotReadyError
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,

@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from gateway.codecs import binary
-from gateway.codecs import grpc as grpc_codec
-from gateway.codecs import json as jsonc
-from gateway.errors import InvalidRequestError, UnsupportedError
-from gateway.protocol import (
+from protos import open_inference_pb2 as pb
+from protos.codecs import binary
+from protos.codecs import grpc as grpc_codec
+from protos.codecs import json as jsonc
+from protos.errors import InvalidRequestError, UnsupportedError
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -20,7 +21,6 @@ from gateway.protocol import (
     Tensor,
     TensorMetadata,
 )
-from protos import open_inference_pb2 as pb
 from tests.codecs.samples import JSON_SAMPLES, SAMPLES, assert_same
 
 PARAMS = {"s": "text", "i": 7, "f": 0.25, "b": True}

@@ -14,12 +14,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from gateway.codecs import binary
-from gateway.protocol import TensorMetadata
-from gateway.registry import ModelRegistry
-from gateway.server.app import Server
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
+from protos.codecs import binary
+from protos.protocol import TensorMetadata
+from protos.registry import ModelRegistry
+from protos.server.app import Server
 from tests.codecs.samples import JSON_SAMPLES, SAMPLES, assert_same
 from tests.fakes import EchoTarget
 from tests.servers import ServerThread, local_options

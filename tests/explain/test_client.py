@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from explain.client import ModelEndpoint, connect
-from gateway.errors import InferenceError, UpstreamUnavailableError
+from protos.errors import InferenceError, UpstreamUnavailableError
 
 
 class OipServer:

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.app import build_gateway
 from gateway.config import ConfigError
-from gateway.protocol import TensorMetadata
 from protos import arbiter_pb2, arbiter_pb2_grpc
+from protos.protocol import TensorMetadata
 from tests.fakes import CreditLikeWrapper, credit_like_settings, http_call, model_pod
 from tests.gateway.conftest import gateway_config, metric_value, rest_infer
 from tests.servers import ServerThread, local_options
@@ -223,7 +223,7 @@ async def test_unreachable_pod_fails_startup_naming_the_model(lr_pod, gbm_pod, m
     )
     _, server = build_gateway(config, local_options(), 0.5)
     try:
-        from gateway.errors import UpstreamUnavailableError
+        from protos.errors import UpstreamUnavailableError
 
         with pytest.raises(UpstreamUnavailableError, match="'gone'"):
             await server.start()

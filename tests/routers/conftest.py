@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers.state import InMemoryStateStore, SQLiteStateStore, StateStore
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers.bandit import EpsilonGreedyRouter, ThompsonRouter
 from routers.base import Outcome, Router
 from routers.state import ArmStats, InMemoryStateStore, SQLiteStateStore, StateStore

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import betaln
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers.base import Outcome, RouteDecision
 from routers.champion_challenger import ChampionChallengerRouter, PromotionRule
 from routers.posterior import BetaPosterior, prob_greater, prob_greater_upper_bound

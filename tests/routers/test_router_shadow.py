@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.protocol import InferenceRequest
+from protos.protocol import InferenceRequest
 from routers.base import RouteDecision
 from routers.shadow import ShadowRouter
 

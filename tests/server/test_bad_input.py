@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from gateway.server.app import ServerOptions
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
+from protos.server.app import ServerOptions
 from tests.fakes import CreditLikeWrapper, credit_like_settings, http_call, model_pod
 from tests.servers import ServerThread
 
@@ -169,8 +169,8 @@ def test_oversized_payload_is_413_over_rest(small_pod: ServerThread, send: Calla
 
 
 def _binary_body(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    from gateway.codecs import binary
-    from gateway.protocol import InferenceRequest, Tensor
+    from protos.codecs import binary
+    from protos.protocol import InferenceRequest, Tensor
 
     body, length = binary.request_to_binary(
         InferenceRequest("small", [Tensor.from_array("input", x)]))

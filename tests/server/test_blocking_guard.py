@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from gateway.protocol import InferenceRequest, InferenceResponse
-from gateway.registry import ModelRegistry
-from gateway.server.app import Server
+from protos.protocol import InferenceRequest, InferenceResponse
+from protos.registry import ModelRegistry
+from protos.server.app import Server
 from tests.fakes import EchoTarget, http_call
 from tests.servers import BLOCKING_LIMIT_S, ServerThread, local_options
 

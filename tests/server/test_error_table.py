@@ -10,11 +10,11 @@ import grpc
 import numpy as np
 import pytest
 
-import gateway.errors as errors
-from gateway.registry import ModelRegistry
-from gateway.server.app import Server
+import protos.errors as errors
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
+from protos.registry import ModelRegistry
+from protos.server.app import Server
 from tests.fakes import RaisingTarget, http_call
 from tests.servers import ServerThread, local_options
 

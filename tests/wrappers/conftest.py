@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.protocol import InferenceRequest, ModelMetadata, Tensor, TensorMetadata
+from protos.protocol import InferenceRequest, ModelMetadata, Tensor, TensorMetadata
 from wrappers.base import ModelWrapper
 
 

@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from gateway.errors import InferenceError
-from gateway.protocol import (
+from protos.errors import InferenceError
+from protos.protocol import (
     InferenceRequest,
     ModelMetadata,
     RequestedOutput,

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from gateway.errors import InferenceError
+from protos.errors import InferenceError
 from wrappers.onnx import ONNXWrapper
 from wrappers.pytorch import TorchWrapper
 from wrappers.settings import ModelSettings, TensorSpec, load_settings

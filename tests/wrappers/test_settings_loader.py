@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import InferenceError
+from protos.errors import InferenceError
 from wrappers.loader import FRAMEWORKS, build_wrapper, wrapper_class, wrapper_from_settings
 from wrappers.onnx import ONNXWrapper
 from wrappers.pytorch import TorchWrapper
@@ -87,7 +87,7 @@ def test_registry_classes():
     [
         ("tensorflow", "unknown framework 'tensorflow'"),
         ("nowhere.mod:Thing", "cannot import wrapper"),
-        ("gateway.errors:InferenceError", "is not a ModelWrapper subclass"),
+        ("protos.errors:InferenceError", "is not a ModelWrapper subclass"),
     ],
 )
 def test_registry_errors(framework, message):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.errors import InferenceError, InvalidRequestError, ModelNotReadyError
-from gateway.protocol import InferenceRequest, RequestedOutput, Target, Tensor
+from protos.errors import InferenceError, InvalidRequestError, ModelNotReadyError
+from protos.protocol import InferenceRequest, RequestedOutput, Target, Tensor
 from wrappers.loader import wrapper_from_settings
 from wrappers.settings import ModelSettings, load_settings
 from wrappers.target import ModelTarget

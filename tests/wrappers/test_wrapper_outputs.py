@@ -40,7 +40,7 @@ def test_framework_errors_reach_clients_without_model_source(credit_models) -> N
     """A TorchScript error carries the model's source code; the client sees one line."""
     import pytest
 
-    from gateway.errors import InferenceError
+    from protos.errors import InferenceError
     from wrappers.loader import wrapper_from_settings
     from wrappers.settings import load_settings
 
@@ -60,7 +60,7 @@ async def test_declared_contract_the_model_does_not_meet_fails_the_load(credit_m
     on every request."""
     import pytest
 
-    from gateway.errors import InferenceError
+    from protos.errors import InferenceError
     from wrappers.loader import wrapper_from_settings
     from wrappers.settings import load_settings
     from wrappers.target import ModelTarget

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.codecs.raw import from_raw, to_raw
-from gateway.errors import InvalidRequestError
-from gateway.protocol import (
+from protos import open_inference_pb2 as pb
+from protos.codecs.raw import from_raw, to_raw
+from protos.errors import InvalidRequestError
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -27,7 +28,6 @@ from gateway.protocol import (
     dtype_of,
     element_count,
 )
-from protos import open_inference_pb2 as pb
 
 __all__ = [
     "CONTENTS_FIELD",

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.codecs import json as jsonc
-from gateway.codecs.raw import from_raw, to_raw
-from gateway.errors import InvalidRequestError
-from gateway.protocol import (
+from protos.codecs import json as jsonc
+from protos.codecs.raw import from_raw, to_raw
+from protos.errors import InvalidRequestError
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.errors import InferenceError, InvalidRequestError
-from gateway.protocol import (
+from protos.errors import InferenceError, InvalidRequestError
+from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
     RequestedOutput,
@@ -167,7 +167,7 @@ def tensor_from_doc(doc: Any, binary: BinarySource | None = None) -> Tensor:
             raise InvalidRequestError(
                 f"tensor {name!r} has binary_data_size but the body has no binary section"
             )
-        from gateway.codecs.raw import from_raw
+        from protos.codecs.raw import from_raw
 
         return Tensor(name, datatype, shape, from_raw(binary(name, size), datatype, shape), params)
     if "data" not in doc:
@@ -262,7 +262,7 @@ def _convert(raw: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
 
 
 def _oip(dtype: np.dtype) -> str:
-    from gateway.protocol import datatype_of
+    from protos.protocol import datatype_of
 
     return datatype_of(dtype)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.errors import ModelNotFoundError, ModelNotReadyError, UnsupportedError
-from gateway.protocol import InferenceRequest, InferenceResponse, Target, new_id
+from protos.errors import ModelNotFoundError, ModelNotReadyError, UnsupportedError
+from protos.protocol import InferenceRequest, InferenceResponse, Target, new_id
 
 __all__ = ["ModelRegistry", "SERVER_NAME", "SERVER_VERSION", "EXTENSIONS"]
 

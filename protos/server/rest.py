@@ -1,6 +1,6 @@
 """REST adapter: the OIP HTTP/JSON API (and Triton's binary extension) over aiohttp.
 
-One error table: every :class:`~gateway.errors.ArbiterError` becomes its status with
+One error table: every :class:`~protos.errors.ArbiterError` becomes its status with
 ``{"error": message}``; aiohttp's own HTTP errors (unknown route, method, body over the
 limit) keep their status with the same body; anything else is a logged 500 with a
 generic message. A body with no Content-Type is parsed as JSON (tritonclient sends
@@ -19,34 +19,24 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.codecs import binary
-from gateway.codecs import json as jsonc
-from gateway.errors import ArbiterError, PayloadTooLargeError
-from gateway.metrics import ServerMetrics
-from gateway.protocol import ModelMetadata
-from gateway.registry import ModelRegistry
+from protos.codecs import binary
+from protos.codecs import json as jsonc
+from protos.errors import ArbiterError, InvalidRequestError, PayloadTooLargeError
+from protos.protocol import ModelMetadata
+from protos.registry import ModelRegistry
+from protos.server.http import (
+    JSON_TYPE,
+    METRICS_KEY,
+    REGISTRY_KEY,
+    error_response,
+    json_response,
+)
+from protos.server.metrics import ServerMetrics
+from protos.server.v1 import add_v1_routes
 
-__all__ = ["REGISTRY_KEY", "METRICS_KEY", "build_app", "json_response", "error_response"]
+__all__ = ["build_app", "body_json", "metadata_doc"]
 
 log = logging.getLogger("arbiter.rest")
-
-REGISTRY_KEY = web.AppKey("registry", ModelRegistry)
-METRICS_KEY = web.AppKey("metrics", ServerMetrics)
-_JSON = "application/json"
-
-
-def json_response(doc: object, status: int = 200, headers: dict[str, str] | None = None):
-    """An ``application/json`` response serialised with orjson."""
-    return web.Response(
-        body=jsonc.dumps(doc), status=status, content_type=_JSON, headers=headers
-    )
-
-
-def error_response(status: int, message: str, retry_after_s: int | None = None):
-    """``{"error": message}`` with ``status`` (and ``Retry-After`` when given)."""
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
-    return json_response({"error": message}, status, headers)
-
 
 def _from_error(exc: Exception) -> web.Response:
     if isinstance(exc, ArbiterError):
@@ -153,12 +143,10 @@ async def _infer_inner(request: web.Request, name: str) -> web.Response:
             )
     else:
         payload = jsonc.response_to_json(resp)
-    return web.Response(body=payload, content_type=_JSON, headers=headers)
+    return web.Response(body=payload, content_type=JSON_TYPE, headers=headers)
 
 
 def _int_header(value: str) -> int:
-    from gateway.errors import InvalidRequestError
-
     try:
         return int(value)
     except ValueError:
@@ -214,8 +202,6 @@ def build_app(
         add("GET", prefix, _model_metadata)
         add("GET", prefix + "/ready", _model_ready)
         add("POST", prefix + "/infer", _infer)
-    from gateway.server.v1 import add_v1_routes
-
     add_v1_routes(app)
     if extra_routes is not None:
         extra_routes(app)

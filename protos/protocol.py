@@ -1,7 +1,7 @@
 """Internal request and response types of the Open Inference Protocol (KServe V2).
 
 These plain, numpy-backed objects are what routers, wrappers, explainers and the data
-plane see; the codecs in ``gateway/codecs`` turn JSON, the binary tensor extension and
+plane see; the codecs in ``protos/codecs`` turn JSON, the binary tensor extension and
 protobuf into them and back. Nothing here knows about a transport.
 
 Source: Open Inference Protocol, "Inference Request JSON Object", "Inference Response
@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gateway.errors import InvalidRequestError, UnsupportedError
+from protos.errors import InvalidRequestError, UnsupportedError
 
 __all__ = [
     "DATATYPES",
@@ -55,7 +55,7 @@ DATATYPES: dict[str, np.dtype] = {
 }
 """OIP datatype name -> numpy dtype. BYTES tensors are object arrays of ``bytes``.
 BF16 is absent from the OIP table and from MLServer; Arbiter answers it with
-:class:`~gateway.errors.UnsupportedError` (501)."""
+:class:`~protos.errors.UnsupportedError` (501)."""
 
 _DATATYPE_BY_DTYPE: dict[np.dtype, str] = {v: k for k, v in DATATYPES.items()}
 
@@ -205,7 +205,7 @@ class InferenceResponse:
         for tensor in self.outputs:
             if tensor.name == name:
                 return tensor
-        from gateway.errors import InferenceError
+        from protos.errors import InferenceError
 
         raise InferenceError(f"response has no output named {name!r}")
 

@@ -12,8 +12,8 @@ import struct
 
 import numpy as np
 
-from gateway.errors import InvalidRequestError
-from gateway.protocol import dtype_of, element_count
+from protos.errors import InvalidRequestError
+from protos.protocol import dtype_of, element_count
 
 __all__ = ["to_raw", "from_raw"]
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway.metrics import ServerMetrics
-from gateway.registry import ModelRegistry
-from gateway.server import grpc as grpc_server
-from gateway.server import rest
+from protos.registry import ModelRegistry
+from protos.server import grpc as grpc_server
+from protos.server import rest
+from protos.server.metrics import ServerMetrics
 
 __all__ = ["ServerOptions", "Server", "Hook"]
 

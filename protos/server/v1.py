@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 from aiohttp import web
 
-from gateway.codecs import json as jsonc
-from gateway.errors import InvalidRequestError, UnsupportedError
-from gateway.protocol import InferenceRequest, RequestedOutput, Tensor, dtype_of
-from gateway.server.rest import REGISTRY_KEY, json_response
+from protos.codecs import json as jsonc
+from protos.errors import InvalidRequestError, UnsupportedError
+from protos.protocol import InferenceRequest, RequestedOutput, Tensor, dtype_of
+from protos.server.http import REGISTRY_KEY, json_response
 
 __all__ = ["add_v1_routes"]
 

@@ -1,8 +1,8 @@
 """The one error vocabulary of Arbiter.
 
 Every error a request can meet is one of these classes; each declares one HTTP status
-and one gRPC status name, and the transports (``gateway/server/rest.py`` and
-``gateway/server/grpc.py``) each map them with a single table lookup. This module
+and one gRPC status name, and the transports (``protos/server/rest.py`` and
+``protos/server/grpc.py``) each map them with a single table lookup. This module
 imports no web or RPC framework.
 
 Exception tree::

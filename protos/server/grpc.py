@@ -1,7 +1,7 @@
 """gRPC adapter: ``inference.GRPCInferenceService`` over ``grpc.aio``.
 
 Errors are mapped once, for every RPC of every service, by :func:`guarded` (applied to
-each servicer when the server is built): an :class:`~gateway.errors.ArbiterError` aborts
+each servicer when the server is built): an :class:`~protos.errors.ArbiterError` aborts
 with its ``grpc_code``; anything else is logged and aborts with INTERNAL and a generic
 message.
 Response headers of the core travel as trailing metadata.
@@ -19,12 +19,12 @@ from typing import Any
 
 import grpc
 
-from gateway.codecs import grpc as codec
-from gateway.errors import ArbiterError
-from gateway.metrics import ServerMetrics
-from gateway.registry import ModelRegistry
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
+from protos.codecs import grpc as codec
+from protos.errors import ArbiterError
+from protos.registry import ModelRegistry
+from protos.server.metrics import ServerMetrics
 
 __all__ = ["InferenceServicer", "abort_code", "build_server", "guarded"]
 
