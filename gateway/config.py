@@ -1,4 +1,4 @@
-"""The gateway config file: models, deployments (router, explain), decisions, state.
+"""The gateway config file: models, deployments (router, explain), store.
 
 Example (``examples/credit/gateway.yaml`` is a complete one)::
 
@@ -9,8 +9,7 @@ Example (``examples/credit/gateway.yaml`` is a complete one)::
       credit:
         router: {kind: thompson, arms: [lr, gbm]}
         explain: {method: kernel_shap, encoding: models/encoding.json, ...}
-    decisions: {sqlite_path: decisions.sqlite, memory_size: 100000}
-    state: {kind: memory}
+    store: {kind: sqlite, path: arbiter.sqlite}   # or {kind: postgres, dsn: ...}
 
 An invalid file is rejected at startup by :func:`load_config` with a message naming
 each bad field.
@@ -18,6 +17,7 @@ each bad field.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
@@ -32,11 +32,14 @@ __all__ = [
     "ConfigError",
     "ModelRef",
     "DeploymentSpec",
-    "DecisionsSpec",
-    "StateSpec",
+    "StoreSpec",
+    "DSN_ENV",
     "GatewayConfig",
     "load_config",
 ]
+
+DSN_ENV = "ARBITER_STORE_DSN"
+"""Environment variable the PostgreSQL DSN is read from when the config has none."""
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
@@ -110,39 +113,72 @@ class DeploymentSpec(_Spec):
     seed: int | None = Field(default=None, description="Seed of the router's randomness.")
 
 
-class DecisionsSpec(_Spec):
-    """Where decisions are kept."""
+class StoreSpec(_Spec):
+    """Where decisions and router state live: one store, one transaction for a feedback
+    and the arm counts it changes.
 
-    sqlite_path: Path | None = Field(
-        default=Path("decisions.sqlite"),
-        description="Durable decision log (SQLite); relative to the config file. "
-        "None: memory only.",
+    ``kind: memory`` (tests; lost at exit, one process), ``kind: sqlite`` (the embedded
+    default: one node, any number of gateway processes) or ``kind: postgres`` (any
+    number of replicas on any nodes).
+    """
+
+    kind: Literal["memory", "sqlite", "postgres"] = Field(
+        default="sqlite", description="memory, sqlite or postgres.",
     )
-    memory_size: int = Field(
-        default=100_000, ge=1, description="Most recent decisions kept in memory."
+    path: Path = Field(
+        default=Path("arbiter.sqlite"),
+        description="SQLite file (kind sqlite); relative to the config file.",
     )
-    durable: bool = Field(
-        default=False,
-        description="Each response waits until its decision is committed to the log "
-        "(a crash then loses no answered decision); otherwise decisions are written in "
-        "batches every flush_interval_ms.",
+    dsn: str | None = Field(
+        default=None,
+        description="PostgreSQL connection string (kind postgres), e.g. "
+        "postgresql://user:pass@host:5432/arbiter. None: read from the environment "
+        "variable ARBITER_STORE_DSN (for Kubernetes Secrets).",
+    )
+    pool_size: int = Field(
+        default=4, ge=1, le=64, description="Connections to PostgreSQL per gateway process."
+    )
+    decision_writes: Literal["behind", "before_answer"] = Field(
+        default="behind",
+        description="behind: a response is sent while its decision waits in a bounded "
+        "write-behind queue, committed within flush_interval_ms (a crash loses at most "
+        "write_queue decisions, counted); before_answer: each response waits for its "
+        "decision's commit. Feedback is always committed before it is acknowledged.",
+    )
+    write_queue: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="Most decisions waiting to be written; a full queue makes new "
+        "decisions wait for room (backpressure), it never drops one.",
     )
     flush_interval_ms: float = Field(
-        default=50.0, ge=0, le=10_000,
-        description="Longest time a decision waits before its batch is written to SQLite.",
+        default=20.0, ge=0, le=10_000,
+        description="Longest time a queued decision waits before its batch is committed.",
+    )
+    refresh_interval_ms: float = Field(
+        default=250.0, gt=0, le=60_000,
+        description="How often each process re-reads router state (arm counts, "
+        "champion) that other processes committed.",
+    )
+    memory_size: int = Field(
+        default=10_000, ge=1,
+        description="Most recent decisions each process keeps in memory for feedback.",
+    )
+    idempotency_window_s: float = Field(
+        default=86_400.0, ge=0,
+        description="A request repeating an Idempotency-Key within this many seconds "
+        "gets the original decision back. 0: keys are ignored.",
     )
 
+    @model_validator(mode="after")
+    def _postgres_dsn(self) -> StoreSpec:
+        if self.kind == "postgres" and not (self.dsn or os.environ.get(DSN_ENV)):
+            raise ValueError(f"kind postgres needs 'dsn' or the environment variable {DSN_ENV}")
+        return self
 
-class StateSpec(_Spec):
-    """Where router state (rewards per arm, champion) lives."""
-
-    kind: Literal["memory", "sqlite"] = Field(
-        default="memory", description="memory, or sqlite (shared by gateways on one host, "
-        "and kept across restarts)."
-    )
-    sqlite_path: Path = Field(
-        default=Path("router-state.sqlite"), description="Used when kind is sqlite."
-    )
+    @property
+    def resolved_dsn(self) -> str | None:
+        """The DSN from the config, else from ``ARBITER_STORE_DSN``."""
+        return self.dsn or os.environ.get(DSN_ENV)
 
 
 class GatewayConfig(_Spec):
@@ -150,8 +186,22 @@ class GatewayConfig(_Spec):
 
     models: dict[Name, ModelRef] = Field(description="Model pods by key.")
     deployments: dict[Name, DeploymentSpec] = Field(description="Deployments by name.")
-    decisions: DecisionsSpec = Field(default_factory=DecisionsSpec, description="Decision log.")
-    state: StateSpec = Field(default_factory=StateSpec, description="Router state store.")
+    store: StoreSpec = Field(
+        default_factory=StoreSpec, description="Decision and router-state store."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, raw):
+        if isinstance(raw, dict):
+            for old in ("decisions", "state"):
+                if old in raw:
+                    raise ValueError(
+                        f"'{old}:' was replaced by 'store:' (decisions and router state now "
+                        "share one store): use store: {kind: sqlite, path: arbiter.sqlite} "
+                        "or store: {kind: postgres, dsn: postgresql://...}"
+                    )
+        return raw
 
     @model_validator(mode="after")
     def _known_models(self) -> GatewayConfig:
@@ -228,10 +278,7 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else p if p.is_absolute() else base / p
 
-    decisions = config.decisions.model_copy(
-        update={"sqlite_path": resolve(config.decisions.sqlite_path)}
-    )
-    state = config.state.model_copy(update={"sqlite_path": resolve(config.state.sqlite_path)})
+    store = config.store.model_copy(update={"path": resolve(config.store.path)})
     deployments = {}
     for name, dep in config.deployments.items():
         explain = dep.explain
@@ -243,5 +290,5 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             })
         deployments[name] = dep.model_copy(update={"explain": explain})
     return config.model_copy(
-        update={"decisions": decisions, "state": state, "deployments": deployments}
+        update={"store": store, "deployments": deployments}
     )
