@@ -31,7 +31,7 @@ from routers.specs import (
     ThompsonSpec,
     WeightedSpec,
 )
-from routers.state import ArmStats, InMemoryStateStore, SQLiteStateStore, StateStore
+from routers.state import ArmStats, InMemoryStateStore, Learning, StateStore
 from routers.weighted import WeightedRouter
 
 __all__ = [
@@ -40,12 +40,12 @@ __all__ = [
     "Clock",
     "EpsilonGreedyRouter",
     "InMemoryStateStore",
+    "Learning",
     "Outcome",
     "PromotionRule",
     "RouteDecision",
     "Router",
     "RouterSpec",
-    "SQLiteStateStore",
     "ShadowRouter",
     "StateStore",
     "ThompsonRouter",

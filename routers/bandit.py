@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from protos.protocol import InferenceRequest
 from routers.base import Clock, Outcome, RouteDecision, Router
-from routers.posterior import BetaPosterior, checked_rewards
-from routers.state import ArmStats, InMemoryStateStore, StateStore
+from routers.posterior import BetaPosterior, checked_rewards, prob_max
+from routers.state import ArmStats, InMemoryStateStore, Learning, StateStore
 
 __all__ = ["ThompsonRouter", "EpsilonGreedyRouter"]
 
@@ -36,30 +36,29 @@ class _BanditRouter(Router):
         rng: random.Random | None = None,
         clock: Clock = time.time,
     ) -> None:
-        super().__init__(name, rng=rng, clock=clock)
+        super().__init__(
+            name, rng=rng, clock=clock,
+            store=store if store is not None else InMemoryStateStore(),
+        )
         if not arms or len(set(arms)) != len(arms):
             raise ValueError(f"arms must be non-empty and unique, got {list(arms)}")
         self._arms = tuple(arms)
         self._arm_set = frozenset(arms)
-        self._decisions = {arm: RouteDecision(arm) for arm in self._arms}
-        self.store = store if store is not None else InMemoryStateStore()
+        self.store: StateStore
 
     @property
     def models(self) -> tuple[str, ...]:
         """The arms, in config order."""
         return self._arms
 
-    def feedback(self, outcome: Outcome) -> None:
+    def learning(self, outcome: Outcome) -> Learning | None:
         """Score every arm in ``outcome.rewards`` (n += 1, reward_sum += reward).
-
-        All rewards are checked before any is stored.
 
         Raises:
             ValueError: a reward is outside [0, 1] or names an unknown arm.
         """
         rewards = checked_rewards(outcome.rewards, self._arm_set)
-        if rewards:
-            self.store.add_rewards(self.name, rewards)
+        return Learning(self.name, rewards) if rewards else None
 
     def stats(self) -> dict[str, ArmStats]:
         """Current stats of every arm (zeros for arms never scored)."""
@@ -107,20 +106,35 @@ class ThompsonRouter(_BanditRouter):
             raise ValueError(f"prior alpha and beta must be > 0, got {alpha0}, {beta0}")
         self.alpha0 = float(alpha0)
         self.beta0 = float(beta0)
+        self._memo_shapes: tuple[tuple[float, float], ...] = ()
+        self._memo_routes: tuple[RouteDecision, ...] = ()
 
     def route(self, request: InferenceRequest) -> RouteDecision:
-        """Send ``request`` to the arm with the largest posterior draw."""
+        """Send ``request`` to the arm with the largest posterior draw; the propensity
+        is that arm's probability of the largest draw (:func:`prob_max`), computed
+        once per change of the posteriors."""
         stats = self.store.arm_stats(self.name)
         betavariate = self.rng.betavariate
-        best, best_draw = self._arms[0], -1.0
-        for arm in self._arms:
+        best, best_draw = 0, -1.0
+        shapes = []
+        for i, arm in enumerate(self._arms):
             s = stats.get(arm, _EMPTY)
-            draw = betavariate(
-                self.alpha0 + s.reward_sum, self.beta0 + max(s.n - s.reward_sum, 0.0)
-            )
+            shape = (self.alpha0 + s.reward_sum, self.beta0 + max(s.n - s.reward_sum, 0.0))
+            shapes.append(shape)
+            draw = betavariate(*shape)
             if draw > best_draw:
-                best, best_draw = arm, draw
-        return self._decisions[best]
+                best, best_draw = i, draw
+        return self._routes(tuple(shapes))[best]
+
+    def _routes(self, shapes: tuple[tuple[float, float], ...]) -> tuple[RouteDecision, ...]:
+        """One decision per arm, with its propensity under these posteriors."""
+        if shapes != self._memo_shapes:
+            probs = prob_max([BetaPosterior(a, b) for a, b in shapes])
+            self._memo_routes = tuple(
+                RouteDecision(arm, propensity=p) for arm, p in zip(self._arms, probs, strict=True)
+            )
+            self._memo_shapes = shapes
+        return self._memo_routes
 
     def posteriors(self) -> dict[str, BetaPosterior]:
         """Each arm's Beta posterior, in arm order."""
@@ -179,12 +193,21 @@ class EpsilonGreedyRouter(_BanditRouter):
         self.epsilon = float(epsilon)
 
     def route(self, request: InferenceRequest) -> RouteDecision:
-        """Explore with probability epsilon, else exploit the best empirical mean."""
-        if self.epsilon > 0.0 and self.rng.random() < self.epsilon:
-            return self._decisions[self.rng.choice(self._arms)]
-        return self._decisions[self._greedy_arm()]
+        """Explore with probability epsilon, else exploit the best empirical mean.
 
-    def _greedy_arm(self) -> str:
+        The propensity is exact: ``(1 - epsilon) / |G| + epsilon / k`` for an arm in
+        the greedy set G (ties included), ``epsilon / k`` for any other arm."""
+        greedy = self._greedy_arms()
+        if self.epsilon > 0.0 and self.rng.random() < self.epsilon:
+            arm = self.rng.choice(self._arms)
+        else:
+            arm = greedy[0] if len(greedy) == 1 else self.rng.choice(greedy)
+        explore = self.epsilon / len(self._arms)
+        exploit = (1.0 - self.epsilon) / len(greedy) if arm in greedy else 0.0
+        return RouteDecision(arm, propensity=exploit + explore)
+
+    def _greedy_arms(self) -> list[str]:
+        """The arms with the best empirical mean (never-scored arms count as best)."""
         stats = self.store.arm_stats(self.name)
         best: list[str] = []
         best_mean = -math.inf
@@ -195,7 +218,7 @@ class EpsilonGreedyRouter(_BanditRouter):
                 best, best_mean = [arm], mean
             elif mean == best_mean:
                 best.append(arm)
-        return best[0] if len(best) == 1 else self.rng.choice(best)
+        return best
 
     def snapshot(self) -> dict[str, Any]:
         """Kind, models, epsilon and per arm ``n``, ``reward_sum`` and empirical

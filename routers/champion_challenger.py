@@ -28,13 +28,18 @@ from routers.posterior import (
     prob_greater,
     prob_greater_upper_bound,
 )
-from routers.state import ArmStats, InMemoryStateStore, StateStore
+from routers.state import (
+    CHAMPION,
+    PROMOTIONS,
+    ArmStats,
+    InMemoryStateStore,
+    Learning,
+    StateStore,
+)
 
 __all__ = ["PromotionRule", "ChampionChallengerRouter"]
 
 _EMPTY = ArmStats()
-_CHAMPION = "champion"
-_PROMOTIONS = "promotions"
 _MEMO_SIZE = 256
 
 
@@ -105,7 +110,11 @@ class ChampionChallengerRouter(Router):
         rng: random.Random | None = None,
         clock: Clock = time.time,
     ) -> None:
-        super().__init__(name, rng=rng, clock=clock)
+        super().__init__(
+            name, rng=rng, clock=clock,
+            store=store if store is not None else InMemoryStateStore(),
+        )
+        self.store: StateStore
         self._models = (champion, *challengers)
         self.traffic = {m: float(f) for m, f in (traffic or {}).items()}
         _check_models(self._models, self.traffic)
@@ -113,13 +122,10 @@ class ChampionChallengerRouter(Router):
             raise ValueError(f"prior alpha and beta must be > 0, got {alpha0}, {beta0}")
         self.alpha0, self.beta0 = float(alpha0), float(beta0)
         self.rule = rule if rule is not None else PromotionRule()
-        self.store = store if store is not None else InMemoryStateStore()
         self.initial_champion = champion
         self._tables = {m: self._route_table(m) for m in self._models}
         self._feedbacks = 0
         self._memo: dict[tuple[BetaPosterior, BetaPosterior], float] = {}
-        if self.store.get_value(name, _CHAMPION) not in self._models:
-            self.store.set_value(name, _CHAMPION, champion)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -128,8 +134,11 @@ class ChampionChallengerRouter(Router):
 
     @property
     def champion(self) -> str:
-        """The current champion (read from the store)."""
-        stored = self.store.get_value(self.name, _CHAMPION)
+        """The current champion (read from the store; the initial champion until a
+        promotion is stored)."""
+        return self._champion_of(self.store.get_value(self.name, CHAMPION))
+
+    def _champion_of(self, stored: Any) -> str:
         return stored if stored in self._tables else self.initial_champion
 
     @property
@@ -146,11 +155,12 @@ class ChampionChallengerRouter(Router):
     @property
     def promotions(self) -> list[dict[str, Any]]:
         """The promotion log, oldest first (a copy); see :meth:`promote`."""
-        return list(self.store.get_value(self.name, _PROMOTIONS, []))
+        return list(self.store.get_value(self.name, PROMOTIONS, []))
 
     def route(self, request: InferenceRequest) -> RouteDecision:
         """The champion answers and every challenger shadows, except on the shares of
-        traffic given to challengers, where that challenger answers instead."""
+        traffic given to challengers, where that challenger answers instead. The
+        propensity is exact: a challenger's share, or 1 minus their sum."""
         default, shares = self._tables[self.champion]
         if not shares:
             return default
@@ -160,23 +170,33 @@ class ChampionChallengerRouter(Router):
                 return decision
         return default
 
-    def feedback(self, outcome: Outcome) -> None:
-        """Score every model in ``outcome.rewards``, then apply the promotion rule.
+    def learning(self, outcome: Outcome) -> Learning | None:
+        """Score every model in ``outcome.rewards``; with automatic promotion, the rule
+        is evaluated (every ``check_every`` feedbacks) on the counts that result, in
+        the same atomic step.
 
         Raises:
-            ValueError: a reward outside [0, 1] or for an unknown model (nothing is
-                stored then).
+            ValueError: a reward outside [0, 1] or for an unknown model.
         """
         rewards = checked_rewards(outcome.rewards, self._tables)
         if not rewards:
-            return
-        self.store.add_rewards(self.name, rewards)
+            return None
         self._feedbacks += 1
-        if self.rule.auto and self._feedbacks % self.rule.check_every == 0:
-            self.maybe_promote()
+        check = self.rule.auto and self._feedbacks % self.rule.check_every == 0
+        return Learning(self.name, rewards, self.promotion if check else None)
 
     def maybe_promote(self) -> dict[str, Any] | None:
-        """Apply the promotion rule now; return the promotion record, or ``None``.
+        """Apply the promotion rule now to the stored counts; return the promotion
+        record, or ``None`` (also when another process promoted first)."""
+        stored = self.store.get_value(self.name, CHAMPION)
+        record = self.promotion(self.store.arm_stats(self.name), stored)
+        if record is None or not self.store.promote(self.name, stored, record):
+            return None
+        return record
+
+    def promotion(self, counts: Mapping[str, ArmStats], stored: Any) -> dict[str, Any] | None:
+        """The promotion record the rule calls for, given per-model counts and the
+        stored champion (None: the initial one), or ``None``. Pure: writes nothing.
 
         Among challengers with at least ``min_samples`` scored decisions (the champion
         needing as many) whose P(p_challenger > p_champion) reaches the threshold, the
@@ -185,11 +205,12 @@ class ChampionChallengerRouter(Router):
         (:func:`~routers.posterior.prob_greater_upper_bound`, a few microseconds) reaches
         the threshold, so clearly worse challengers cost almost nothing.
         """
-        stats, champion = self.stats(), self.champion
+        stats = {m: counts.get(m, _EMPTY) for m in self._models}
+        champion = self._champion_of(stored)
         if stats[champion].n < self.rule.min_samples:
             return None
         best: tuple[float, str, dict[str, Any]] | None = None
-        for challenger in self.challengers:
+        for challenger in (m for m in self._models if m != champion):
             if stats[challenger].n < self.rule.min_samples or not self._may_beat(
                 stats, champion, challenger
             ):
@@ -200,19 +221,36 @@ class ChampionChallengerRouter(Router):
                 best = (p, challenger, evidence)
         if best is None:
             return None
-        return self.promote(best[1], reason="auto", evidence=best[2])
+        return self._record(best[1], champion, "auto", best[2])
 
     def promote(
         self, model: str, reason: str = "manual", evidence: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Make ``model`` the champion; the old champion becomes a challenger.
+        """Make ``model`` the champion now; the old champion becomes a challenger.
 
-        Appends ``{"time", "champion", "previous", "reason", "evidence"}`` to
-        :attr:`promotions`; ``time`` is the clock's seconds, ``evidence`` defaults to
-        :meth:`evidence` of ``model`` (both posteriors, counts and the probability).
+        Appends the record of :meth:`promotion_record` to :attr:`promotions`, by a
+        compare-and-set on the champion this router read.
 
         Returns:
             The promotion record.
+
+        Raises:
+            ValueError: ``model`` is not a challenger of this router, or another
+                process changed the champion meanwhile.
+        """
+        stored = self.store.get_value(self.name, CHAMPION)
+        record = self.promotion_record(model, reason, evidence)
+        if not self.store.promote(self.name, stored, record):
+            raise ValueError(f"the champion of {self.name!r} changed meanwhile; try again")
+        return record
+
+    def promotion_record(
+        self, model: str, reason: str = "manual", evidence: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``{"time", "champion", "previous", "reason", "evidence"}`` for promoting
+        ``model`` over the current champion; ``time`` is the clock's seconds,
+        ``evidence`` defaults to :meth:`evidence` of ``model`` (both posteriors, counts
+        and the probability). Pure: writes nothing.
 
         Raises:
             ValueError: ``model`` is not a challenger of this router.
@@ -220,16 +258,15 @@ class ChampionChallengerRouter(Router):
         previous = self.champion
         if model == previous or model not in self._tables:
             raise ValueError(f"{model!r} is not a challenger of {self.name!r}")
-        record = {
-            "time": self.clock(),
-            "champion": model,
-            "previous": previous,
-            "reason": reason,
-            "evidence": dict(evidence) if evidence is not None else self.evidence(model),
-        }
-        self.store.set_value(self.name, _PROMOTIONS, [*self.promotions, record])
-        self.store.set_value(self.name, _CHAMPION, model)
-        return record
+        if evidence is None:
+            evidence = self.evidence(model)
+        return self._record(model, previous, reason, evidence)
+
+    def _record(
+        self, model: str, previous: str, reason: str, evidence: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {"time": self.clock(), "champion": model, "previous": previous,
+                "reason": reason, "evidence": dict(evidence)}
 
     def evidence(self, challenger: str) -> dict[str, Any]:
         """Both posteriors, counts and P(p_challenger > p_champion) for ``challenger``.
@@ -309,8 +346,11 @@ class ChampionChallengerRouter(Router):
             if share > 0.0:
                 cumulative += share
                 shadows = tuple(m for m in self._models if m != challenger)
-                shares.append((cumulative, RouteDecision(challenger, shadows)))
-        return RouteDecision(champion, others), tuple(shares)
+                shares.append(
+                    (cumulative, RouteDecision(challenger, shadows, propensity=share))
+                )
+        default = RouteDecision(champion, others, propensity=max(0.0, 1.0 - cumulative))
+        return default, tuple(shares)
 
 
 def _check_models(models: tuple[str, ...], traffic: Mapping[str, float]) -> None:

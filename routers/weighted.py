@@ -54,13 +54,13 @@ class WeightedRouter(Router):
         positive = [(m, w) for m, w in self.weights.items() if w > 0.0]
         if not positive:
             raise ValueError("weights must sum to more than 0")
-        self._decisions = tuple(RouteDecision(m) for m, _ in positive)
         self._cumulative: list[float] = []
         total = 0.0
         for _, w in positive:
             total += w
             self._cumulative.append(total)
         self._total = total
+        self._decisions = tuple(RouteDecision(m, propensity=w / total) for m, w in positive)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -68,7 +68,8 @@ class WeightedRouter(Router):
         return tuple(self.weights)
 
     def route(self, request: InferenceRequest) -> RouteDecision:
-        """Pick a model in proportion to its weight."""
+        """Pick a model in proportion to its weight; the propensity is exactly its
+        normalised weight."""
         if len(self._decisions) == 1:
             return self._decisions[0]
         x = self.rng.random() * self._total  # in [0, total)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from protos.protocol import InferenceRequest
-from routers.state import InMemoryStateStore, SQLiteStateStore, StateStore
+from routers.state import InMemoryStateStore, StateStore
 
 
 class FakeClock:
@@ -35,11 +34,10 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    """Each state store in turn."""
-    s: StateStore = (
-        InMemoryStateStore() if request.param == "memory" else SQLiteStateStore(tmp_path / "r.db")
-    )
+@pytest.fixture
+def store() -> Iterator[StateStore]:
+    """An in-process state store (the gateway's SQLite and PostgreSQL stores are tested
+    with the same routers in tests/gateway/test_store_*.py)."""
+    s: StateStore = InMemoryStateStore()
     yield s
     s.close()

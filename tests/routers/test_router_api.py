@@ -45,5 +45,5 @@ def test_build_router_and_router_spec_are_exported() -> None:
         "RouterSpec",
         "StateStore",
         "InMemoryStateStore",
-        "SQLiteStateStore",
+        "Learning",
     } <= set(routers.__all__)

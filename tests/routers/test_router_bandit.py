@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from protos.protocol import InferenceRequest
 from routers.bandit import EpsilonGreedyRouter, ThompsonRouter
 from routers.base import Outcome, Router
-from routers.state import ArmStats, InMemoryStateStore, SQLiteStateStore, StateStore
+from routers.state import InMemoryStateStore, StateStore
 
 P_SUCCESS = {"lr": 0.3, "gbm": 0.5, "mlp": 0.8}
 
@@ -153,15 +152,6 @@ def test_epsilon_greedy_epsilon_one_is_uniform(request_: InferenceRequest) -> No
     counts = Counter(router.route(request_).routed for _ in range(3000))
     tol = 4 * ((1 / 3) * (2 / 3) / 3000) ** 0.5
     assert all(abs(counts[a] / 3000 - 1 / 3) <= tol for a in ("lr", "gbm", "mlp"))
-
-
-def test_two_thompson_routers_sharing_a_sqlite_store_learn_together(tmp_path: Path) -> None:
-    """Feedback given to one process's router is seen by the other's posterior."""
-    a = ThompsonRouter("credit", ["lr", "gbm"], store=SQLiteStateStore(tmp_path / "s.db"))
-    b = ThompsonRouter("credit", ["lr", "gbm"], store=SQLiteStateStore(tmp_path / "s.db"))
-    a.feedback(Outcome("gbm", {"gbm": 0.75}))
-    assert b.stats()["gbm"] == ArmStats(1, 0.75)
-    assert b.posteriors()["gbm"].alpha == 1.75
 
 
 def test_thompson_reads_state_written_directly_to_the_store(

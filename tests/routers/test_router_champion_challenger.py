@@ -54,10 +54,10 @@ def test_traffic_share_lets_a_challenger_answer(request_: InferenceRequest) -> N
     )
     decisions = Counter(router.route(request_) for _ in range(10_000))
     assert set(decisions) == {
-        RouteDecision("lr", ("gbm", "mlp")),
-        RouteDecision("gbm", ("lr", "mlp")),
+        RouteDecision("lr", ("gbm", "mlp"), propensity=0.8),
+        RouteDecision("gbm", ("lr", "mlp"), propensity=0.2),
     }
-    share = decisions[RouteDecision("gbm", ("lr", "mlp"))] / 10_000
+    share = decisions[RouteDecision("gbm", ("lr", "mlp"), propensity=0.2)] / 10_000
     assert abs(share - 0.2) <= 4 * (0.2 * 0.8 / 10_000) ** 0.5
 
 
