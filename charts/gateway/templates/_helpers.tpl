@@ -68,40 +68,68 @@ An explicit override that leaves no room for the drain fails the render.
 {{- end }}
 
 {{/*
-The gateway config file: .Values.config with decisions.sqlite_path (and, for a
-sqlite router state, state.sqlite_path) defaulted onto persistence.mountPath.
-SQLite files must sit on that writable data volume (a relative path would resolve
-into the read-only config folder), so a path outside it fails the render.
+The gateway config file: .Values.config plus the store block rendered from
+.Values.store. The SQLite file defaults onto persistence.mountPath and must sit on
+that writable data volume (a relative path would resolve into the read-only config
+folder), so a path outside it fails the render. A PostgreSQL DSN never enters the
+config: the gateway reads it from ARBITER_STORE_DSN, set from a Secret.
 */}}
 {{- define "arbiter-gateway.config" -}}
 {{- $cfg := deepCopy .Values.config }}
-{{- $mount := trimSuffix "/" .Values.persistence.mountPath }}
-{{- $decisions := get $cfg "decisions" | default dict }}
-{{- if not (get $decisions "sqlite_path") }}
-{{- $_ := set $decisions "sqlite_path" (printf "%s/decisions.sqlite" $mount) }}
-{{- end }}
-{{- if not (hasPrefix (printf "%s/" $mount) (get $decisions "sqlite_path")) }}
-{{- fail (printf "config.decisions.sqlite_path (%s) must be inside persistence.mountPath (%s), the gateway's only writable data volume" (get $decisions "sqlite_path") $mount) }}
-{{- end }}
-{{- $_ := set $cfg "decisions" $decisions }}
-{{- $state := get $cfg "state" | default dict }}
-{{- if eq (get $state "kind") "sqlite" }}
-{{- if not (get $state "sqlite_path") }}
-{{- $_ := set $state "sqlite_path" (printf "%s/router-state.sqlite" $mount) }}
-{{- end }}
-{{- if not (hasPrefix (printf "%s/" $mount) (get $state "sqlite_path")) }}
-{{- fail (printf "config.state.sqlite_path (%s) must be inside persistence.mountPath (%s), the gateway's only writable data volume" (get $state "sqlite_path") $mount) }}
-{{- end }}
-{{- $_ := set $cfg "state" $state }}
-{{- end }}
+{{- $_ := set $cfg "store" (include "arbiter-gateway.store" . | fromYaml) }}
 {{- toYaml $cfg }}
 {{- end }}
 
-{{/* Fail on combinations that would corrupt or split the decision log. */}}
+{{/* The config's store block: kind, the SQLite path, and the options that are set. */}}
+{{- define "arbiter-gateway.store" -}}
+{{- $values := .Values.store }}
+{{- $store := dict "kind" $values.kind }}
+{{- if eq $values.kind "sqlite" }}
+{{- $_ := set $store "path" (include "arbiter-gateway.sqlitePath" .) }}
+{{- end }}
+{{- $options := dict
+  "decisionWrites" "decision_writes"
+  "writeQueue" "write_queue"
+  "flushIntervalMs" "flush_interval_ms"
+  "refreshIntervalMs" "refresh_interval_ms"
+  "poolSize" "pool_size"
+  "memorySize" "memory_size"
+  "idempotencyWindowSeconds" "idempotency_window_s" }}
+{{- range $value, $option := $options }}
+{{- if not (kindIs "invalid" (get $values $value)) }}
+{{- $_ := set $store $option (get $values $value) }}
+{{- end }}
+{{- end }}
+{{- toYaml $store }}
+{{- end }}
+
+{{/* The SQLite file: store.path, else <persistence.mountPath>/arbiter.sqlite. */}}
+{{- define "arbiter-gateway.sqlitePath" -}}
+{{- $mount := trimSuffix "/" .Values.persistence.mountPath }}
+{{- $path := .Values.store.path | default (printf "%s/arbiter.sqlite" $mount) }}
+{{- if not (hasPrefix (printf "%s/" $mount) $path) }}
+{{- fail (printf "store.path (%s) must be inside persistence.mountPath (%s), the gateway's only writable data volume" $path $mount) }}
+{{- end }}
+{{- $path }}
+{{- end }}
+
+{{/*
+Fail on combinations that would split decisions and router state: a SQLite file is
+shared only by the processes of one pod, so more replicas need PostgreSQL
+(values.schema.json refuses these too; this guards a render without the schema).
+*/}}
 {{- define "arbiter-gateway.validate" -}}
-{{- if .Values.persistence.enabled }}
+{{- $store := .Values.store }}
+{{- if eq $store.kind "sqlite" }}
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
-{{- fail "persistence.enabled needs replicaCount <= 1 and autoscaling.enabled=false: one SQLite decision log cannot have several writers" }}
+{{- fail "replicaCount > 1 and autoscaling.enabled need store.kind postgres: a SQLite store is shared only by the processes of one pod" }}
+{{- end }}
+{{- else if eq $store.kind "postgres" }}
+{{- if not (and $store.dsnSecret $store.dsnSecret.name $store.dsnSecret.key) }}
+{{- fail "store.kind postgres needs store.dsnSecret.name and store.dsnSecret.key: the Secret holding the DSN" }}
+{{- end }}
+{{- if .Values.persistence.enabled }}
+{{- fail "persistence.enabled is for store.kind sqlite: with postgres the pod keeps no data" }}
 {{- end }}
 {{- end }}
 {{- end }}
