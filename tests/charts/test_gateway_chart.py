@@ -3,8 +3,9 @@ contents, and the rendered config file read by the gateway's own loader."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -22,10 +23,19 @@ from tests.charts.rendering import (
     one,
 )
 
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
 EXAMPLE = EXAMPLES / "gateway.yaml"
+HA_EXAMPLE = EXAMPLES / "gateway-postgres-ha.yaml"
 GATEWAY_FLAGS = {"--config", "--http-port", "--grpc-port", "--drain-timeout-s"}
-# The example without a PersistentVolumeClaim, so several replicas are allowed.
+# The SQLite example on an emptyDir instead of a PersistentVolumeClaim.
 EPHEMERAL = {"persistence": {"enabled": False}}
+# The example on PostgreSQL, the only store that allows several replicas.
+POSTGRES = {
+    "store": {"kind": "postgres", "path": "", "dsnSecret": {"name": "pg", "key": "url"}},
+    "persistence": {"enabled": False},
+}
 
 
 def example_config() -> dict[str, Any]:
@@ -53,11 +63,26 @@ def render_with(helm: Helm, values: dict[str, Any]) -> list[Manifest]:
     return helm.render(GATEWAY_CHART, "credit-gateway", [EXAMPLE], values)
 
 
+@pytest.fixture(scope="module")
+def ha_manifests(helm: Helm) -> list[Manifest]:
+    return helm.render(GATEWAY_CHART, "credit-gateway", [HA_EXAMPLE])
+
+
+def load_rendered(manifests: list[Manifest], tmp_path: Path) -> GatewayConfig:
+    """The rendered config file read by the gateway's own loader."""
+    from gateway.config import load_config
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(rendered_config(manifests))
+    return load_config(path)
+
+
 # -- helm and kubernetes-validate ---------------------------------------------------------
 
 
-def test_example_values_pass_strict_lint(helm: Helm) -> None:
-    helm.lint(GATEWAY_CHART, [EXAMPLE])
+@pytest.mark.parametrize("example", [EXAMPLE, HA_EXAMPLE], ids=["sqlite", "postgres-ha"])
+def test_example_values_pass_strict_lint(helm: Helm, example: Path) -> None:
+    helm.lint(GATEWAY_CHART, [example])
 
 
 def test_chart_without_models_fails_lint(helm: Helm) -> None:
@@ -68,10 +93,11 @@ def test_chart_without_models_fails_lint(helm: Helm) -> None:
 @pytest.mark.parametrize(
     "values",
     [
-        pytest.param({}, id="pvc"),
+        pytest.param({}, id="sqlite-pvc"),
+        pytest.param(EPHEMERAL | {"metrics": {"podAnnotations": False}}, id="sqlite-emptydir"),
         pytest.param(
-            EPHEMERAL | {"autoscaling": {"enabled": True}, "metrics": {"podAnnotations": False}},
-            id="emptydir-hpa",
+            POSTGRES | {"autoscaling": {"enabled": False}, "replicaCount": 3},
+            id="postgres-3-replicas",
         ),
     ],
 )
@@ -80,41 +106,66 @@ def test_render_is_valid_kubernetes(helm: Helm, values: dict[str, Any]) -> None:
     assert kubernetes_validate(rendered) == []
 
 
+def test_postgres_ha_example_is_valid_kubernetes(helm: Helm) -> None:
+    rendered = helm.template(GATEWAY_CHART, "credit-gateway", [HA_EXAMPLE])
+    assert kubernetes_validate(rendered) == []
+
+
 # -- the gateway config -------------------------------------------------------------------
 
 
 def test_config_map_holds_the_values_config(manifests: list[Manifest]) -> None:
-    expected = example_config()
-    state = expected.get("state", {})
-    if state.get("kind") == "sqlite":  # the chart puts router state on the data volume
-        state.setdefault("sqlite_path", "/var/lib/arbiter/router-state.sqlite")
-    assert yaml.safe_load(rendered_config(manifests)) == expected
+    rendered = yaml.safe_load(rendered_config(manifests))
+    assert rendered == example_config() | {
+        "store": {"kind": "sqlite", "path": "/var/lib/arbiter/arbiter.sqlite"}
+    }
+    assert "decisions" not in rendered and "state" not in rendered
 
 
 def test_config_is_accepted_by_the_gateway_loader(
     manifests: list[Manifest], tmp_path: Path
 ) -> None:
-    from gateway.config import load_config
-
-    path = tmp_path / "gateway.yaml"
-    path.write_text(rendered_config(manifests))
-    config = load_config(path)
+    config = load_rendered(manifests, tmp_path)
     assert {key: (m.url, m.name) for key, m in config.models.items()} == {
         key: (m["url"], m["name"]) for key, m in example_config()["models"].items()
     }
     assert set(config.deployments) == {"credit", "credit-cc", "credit-shadow"}
+    assert config.store.kind == "sqlite"
     # Absolute, on the data volume: not rebased onto the (read-only) config folder.
-    assert config.decisions.sqlite_path == Path("/var/lib/arbiter/decisions.sqlite")
+    assert config.store.path == Path("/var/lib/arbiter/arbiter.sqlite")
 
 
-def test_sqlite_router_state_defaults_onto_the_data_volume(helm: Helm, tmp_path: Path) -> None:
-    from gateway.config import load_config
+def test_store_options_reach_the_gateway_loader(helm: Helm, tmp_path: Path) -> None:
+    """Every store option of the values lands in the config's store block under the
+    gateway's name for it, so the chart covers gateway/config.py StoreSpec."""
+    from gateway.config import StoreSpec
 
-    path = tmp_path / "gateway.yaml"
-    path.write_text(rendered_config(render_with(helm, {"config": {"state": {"kind": "sqlite"}}})))
-    assert load_config(path).state.sqlite_path == Path("/var/lib/arbiter/router-state.sqlite")
-    with pytest.raises(HelmError, match=r"state.sqlite_path \(/tmp/s.sqlite\) must be inside"):
-        render_with(helm, {"config": {"state": {"kind": "sqlite", "sqlite_path": "/tmp/s.sqlite"}}})
+    options = {
+        "decisionWrites": "before_answer",
+        "writeQueue": 500,
+        "flushIntervalMs": 5,
+        "refreshIntervalMs": 100,
+        "poolSize": 8,
+        "memorySize": 300,
+        "idempotencyWindowSeconds": 60,
+    }
+    store = load_rendered(render_with(helm, {"store": options}), tmp_path).store
+    assert store.model_dump(include=set(StoreSpec.model_fields) - {"kind", "path", "dsn"}) == {
+        "decision_writes": "before_answer",
+        "write_queue": 500,
+        "flush_interval_ms": 5.0,
+        "refresh_interval_ms": 100.0,
+        "pool_size": 8,
+        "memory_size": 300,
+        "idempotency_window_s": 60.0,
+    }
+    schema = json.loads((GATEWAY_CHART / "values.schema.json").read_text())
+    assert set(schema["properties"]["store"]["properties"]) == {
+        "kind",
+        "path",
+        "dsnSecret",
+        *options,
+    }
 
 
 def test_extra_config_files_sit_beside_the_config(helm: Helm) -> None:
@@ -138,25 +189,22 @@ def test_router_specs_parse(manifests: list[Manifest]) -> None:
 
 
 def config_schema() -> dict[str, Any]:
-    import json
-
     schema = json.loads((GATEWAY_CHART / "values.schema.json").read_text())
     return schema["properties"]["config"]
 
 
 def test_config_schema_fields_match_the_gateway_config() -> None:
-    """values.schema.json names exactly the fields of gateway/config.py, so a key the
-    gateway would reject fails at helm time and the schema does not drift."""
-    from gateway.config import DecisionsSpec, DeploymentSpec, GatewayConfig, ModelRef, StateSpec
+    """values.schema.json names exactly the fields of gateway/config.py (but `store`,
+    rendered from the top-level store values), so a key the gateway would reject
+    fails at helm time and the schema does not drift."""
+    from gateway.config import DeploymentSpec, GatewayConfig, ModelRef
 
     schema = config_schema()["properties"]
-    assert set(schema) == set(GatewayConfig.model_fields)
+    assert set(schema) == set(GatewayConfig.model_fields) - {"store"}
     assert set(schema["models"]["additionalProperties"]["properties"]) == set(ModelRef.model_fields)
     assert set(schema["deployments"]["additionalProperties"]["properties"]) == set(
         DeploymentSpec.model_fields
     )
-    assert set(schema["decisions"]["properties"]) == set(DecisionsSpec.model_fields)
-    assert set(schema["state"]["properties"]) == set(StateSpec.model_fields)
 
 
 def test_schema_router_kinds_match_router_specs() -> None:
@@ -184,22 +232,23 @@ def test_config_path_is_the_mounted_config_map(manifests: list[Manifest]) -> Non
     assert volumes["config"]["configMap"]["name"] == one(manifests, "ConfigMap")["metadata"]["name"]
 
 
-def test_decision_log_defaults_onto_the_data_volume(helm: Helm) -> None:
-    config = example_config()
-    del config["decisions"]
+def test_sqlite_store_defaults_onto_the_data_volume(helm: Helm) -> None:
     rendered = helm.render(
-        GATEWAY_CHART, "g", values={"config": config, "persistence": {"mountPath": "/data"}}
+        GATEWAY_CHART,
+        "g",
+        values={"config": example_config(), "persistence": {"mountPath": "/data"}},
     )
-    assert yaml.safe_load(rendered_config(rendered))["decisions"] == {
-        "sqlite_path": "/data/decisions.sqlite"
+    assert yaml.safe_load(rendered_config(rendered))["store"] == {
+        "kind": "sqlite",
+        "path": "/data/arbiter.sqlite",
     }
     mounts = {m["name"]: m for m in gateway_container(rendered)["volumeMounts"]}
     assert mounts["data"]["mountPath"] == "/data" and not mounts["data"].get("readOnly")
 
 
-def test_decision_log_outside_the_data_volume_is_rejected(helm: Helm) -> None:
-    values = {"config": {"decisions": {"sqlite_path": "/etc/decisions.sqlite"}}}
-    with pytest.raises(HelmError, match=r"sqlite_path \(/etc/decisions.sqlite\) must be inside"):
+def test_sqlite_store_outside_the_data_volume_is_rejected(helm: Helm) -> None:
+    values = {"store": {"path": "/etc/arbiter.sqlite"}}
+    with pytest.raises(HelmError, match=r"store.path \(/etc/arbiter.sqlite\) must be inside"):
         render_with(helm, values)
 
 
@@ -281,7 +330,7 @@ def test_pod_is_non_root_with_read_only_root(manifests: list[Manifest]) -> None:
 def test_pdb_by_default_and_hpa_when_enabled(helm: Helm, manifests: list[Manifest]) -> None:
     assert one(manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert by_kind(manifests, "HorizontalPodAutoscaler") == []
-    scaled = render_with(helm, EPHEMERAL | {"autoscaling": {"enabled": True}})
+    scaled = render_with(helm, POSTGRES | {"autoscaling": {"enabled": True}})
     hpa = one(scaled, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"]["name"] == one(scaled, "Deployment")["metadata"]["name"]
@@ -289,7 +338,7 @@ def test_pdb_by_default_and_hpa_when_enabled(helm: Helm, manifests: list[Manifes
     assert one(scaled, "PodDisruptionBudget")
 
 
-def test_persistent_decision_log(manifests: list[Manifest]) -> None:
+def test_persistent_sqlite_store(manifests: list[Manifest]) -> None:
     deployment = one(manifests, "Deployment")
     claim = one(manifests, "PersistentVolumeClaim")
     volumes = {v["name"]: v for v in pod_spec(manifests)["volumes"]}
@@ -310,11 +359,85 @@ def test_existing_claim_and_ephemeral_storage(helm: Helm) -> None:
     assert one(ephemeral, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
-def test_persistence_with_several_replicas_is_rejected(helm: Helm) -> None:
-    with pytest.raises(HelmError, match="one SQLite decision log cannot have several writers"):
-        render_with(helm, {"autoscaling": {"enabled": True}})
-    with pytest.raises(HelmError, match="one SQLite decision log cannot have several writers"):
-        render_with(helm, {"replicaCount": 2})
+# -- PostgreSQL: several replicas, the DSN from a Secret --------------------------------------
+
+
+def test_postgres_dsn_comes_from_the_secret(ha_manifests: list[Manifest]) -> None:
+    env = {e["name"]: e for e in gateway_container(ha_manifests)["env"]}
+    assert env["ARBITER_STORE_DSN"] == {
+        "name": "ARBITER_STORE_DSN",
+        "valueFrom": {"secretKeyRef": {"name": "credit-gateway-store", "key": "dsn"}},
+    }
+
+
+def test_postgres_config_has_no_dsn(ha_manifests: list[Manifest]) -> None:
+    text = rendered_config(ha_manifests)
+    store = yaml.safe_load(text)["store"]
+    assert store["kind"] == "postgres"
+    assert "dsn" not in store and "path" not in store
+    assert "postgresql://" not in yaml.safe_dump(one(ha_manifests, "ConfigMap"))
+    assert "decisions" not in yaml.safe_load(text) and "state" not in yaml.safe_load(text)
+
+
+def test_postgres_config_is_accepted_by_the_gateway_loader(
+    ha_manifests: list[Manifest], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.config import DSN_ENV
+
+    dsn = "postgresql://arbiter:secret@postgres:5432/arbiter"
+    monkeypatch.setenv(DSN_ENV, dsn)  # what the pod gets from the Secret
+    store = load_rendered(ha_manifests, tmp_path).store
+    assert (store.kind, store.dsn, store.resolved_dsn) == ("postgres", None, dsn)
+    assert (store.decision_writes, store.pool_size) == ("before_answer", 8)
+
+
+def test_postgres_scales_out_without_a_data_volume(ha_manifests: list[Manifest]) -> None:
+    hpa = one(ha_manifests, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
+    deployment = one(ha_manifests, "Deployment")
+    assert "replicas" not in deployment["spec"]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert by_kind(ha_manifests, "PersistentVolumeClaim") == []
+    assert "data" not in {v["name"] for v in pod_spec(ha_manifests)["volumes"]}
+    assert "data" not in {m["name"] for m in gateway_container(ha_manifests)["volumeMounts"]}
+
+
+def test_postgres_with_fixed_replicas(helm: Helm) -> None:
+    rendered = render_with(helm, POSTGRES | {"replicaCount": 3})
+    assert one(rendered, "Deployment")["spec"]["replicas"] == 3
+    assert by_kind(rendered, "HorizontalPodAutoscaler") == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param(
+            {"replicaCount": 3}, "replicaCount > 1 and autoscaling.enabled need", id="replicas"
+        ),
+        pytest.param(
+            {"autoscaling": {"enabled": True}},
+            "autoscaling.enabled needs? store.kind postgres",
+            id="autoscaling",
+        ),
+        pytest.param(
+            POSTGRES | {"persistence": {"enabled": True}},
+            "persistence.enabled is for store.kind sqlite",
+            id="postgres-pvc",
+        ),
+        pytest.param(
+            {"store": {"kind": "postgres"}, "persistence": {"enabled": False}},
+            "store.kind postgres needs store.dsnSecret.name",
+            id="postgres-without-secret",
+        ),
+    ],
+)
+def test_templates_guard_the_store_without_the_schema(
+    helm: Helm, values: dict[str, Any], message: str
+) -> None:
+    """The templates refuse what the schema refuses, for a render that skips it."""
+    args = ["template", "g", str(GATEWAY_CHART), "--skip-schema-validation", "-f", str(EXAMPLE)]
+    with pytest.raises(HelmError, match=message):
+        helm.run(*args, "-f", "-", stdin=json.dumps(values))
 
 
 # -- values the schema rejects ------------------------------------------------------------------
@@ -346,9 +469,59 @@ BAD_VALUES = [
         id="model-key-typo",
     ),
     pytest.param(
-        {"config": {"decision": {"sqlite_path": "/var/lib/arbiter/d.sqlite"}}},
-        "Additional property decision is not allowed",
+        {"config": {"deployment": {}}},
+        "Additional property deployment is not allowed",
         id="config-key-typo",
+    ),
+    pytest.param(
+        {"config": {"decisions": {"sqlite_path": "/var/lib/arbiter/d.sqlite"}}},
+        "Additional property decisions is not allowed",
+        id="config-old-decisions",
+    ),
+    pytest.param(
+        {"config": {"state": {"kind": "sqlite"}}},
+        "Additional property state is not allowed",
+        id="config-old-state",
+    ),
+    pytest.param(
+        {"config": {"store": {"kind": "postgres"}}},
+        "Additional property store is not allowed",
+        id="config-store",
+    ),
+    pytest.param(
+        {"replicaCount": 3},
+        "replicaCount: Must be less than or equal to 1",
+        id="sqlite-3-replicas",
+    ),
+    pytest.param(
+        EPHEMERAL | {"replicaCount": 3},
+        "replicaCount: Must be less than or equal to 1",
+        id="sqlite-emptydir-3-replicas",
+    ),
+    pytest.param(
+        {"autoscaling": {"enabled": True}},
+        "autoscaling.enabled does not match: false",
+        id="sqlite-autoscaling",
+    ),
+    pytest.param(
+        {"store": {"kind": "postgres"}, "persistence": {"enabled": False}},
+        "store.dsnSecret.name: String length must be greater than or equal to 1",
+        id="postgres-without-secret",
+    ),
+    pytest.param(
+        POSTGRES | {"persistence": {"enabled": True}},
+        "persistence.enabled does not match: false",
+        id="postgres-pvc",
+    ),
+    pytest.param(
+        {"store": {"kind": "memory"}},
+        "store.kind must be one of the following",
+        id="store-kind",
+    ),
+    pytest.param(
+        {"store": {"path": "arbiter.sqlite"}},
+        "store.path: Does not match pattern",
+        id="store-relative-path",
     ),
     pytest.param(
         {"config": {"models": {"knn": {"url": "grpc://knn:8081"}}}},
