@@ -1,0 +1,92 @@
+"""What differs between the SQL backends of the decision store, and the cursor the
+store's operations run on (SQL written once with ``?`` placeholders)."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Dialect", "Tx", "StoreError"]
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened: unreachable, or its schema is newer than ours."""
+
+
+class Dialect(ABC):
+    """What differs between SQL backends."""
+
+    name: str
+    reads_through_writer: bool = False
+    """True when the writer's connection is the only one (SQLite in memory)."""
+
+    @abstractmethod
+    def connect(self) -> Any:
+        """A new DB-API connection in autocommit mode (transactions are explicit)."""
+
+    def sql(self, query: str) -> str:
+        """``query`` with this driver's placeholders (written with ``?``)."""
+        return query
+
+    def begin(self) -> str:
+        """The statement that opens a write transaction."""
+        return "BEGIN"
+
+    def lock_router(self, tx: Tx, key: str) -> None:  # noqa: B027 - optional hook
+        """Lock router ``key``'s counts until the transaction ends. Default: nothing
+        (the backend serialises writers)."""
+
+    def lock_schema(self, tx: Tx) -> None:  # noqa: B027 - optional hook
+        """Serialise schema creation between processes. Default: nothing."""
+
+    @abstractmethod
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether a batch that failed with ``exc`` should be run again."""
+
+    def reader(self) -> Callable[[Callable[[Tx], Any]], Any]:
+        """A function that runs a read on a connection of its own (called on reader
+        threads)."""
+        local = threading.local()
+        connections: list[Any] = []
+
+        def run(fn: Callable[[Tx], Any]) -> Any:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = self.connect()
+                connections.append(conn)
+            return fn(Tx(conn.cursor(), self))
+
+        run.connections = connections  # type: ignore[attr-defined]
+        return run
+
+    def close_reader(self, reader: Callable) -> None:
+        """Close what :meth:`reader` opened."""
+        for conn in getattr(reader, "connections", ()):
+            conn.close()
+
+
+class Tx:
+    """A cursor with the dialect's placeholders."""
+
+    __slots__ = ("cursor", "dialect")
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self.cursor = cursor
+        self.dialect = dialect
+
+    def run(self, query: str, params: tuple | list = ()) -> int:
+        """Execute; returns the row count."""
+        self.cursor.execute(self.dialect.sql(query), params)
+        return self.cursor.rowcount
+
+    def one(self, query: str, params: tuple | list = ()) -> tuple | None:
+        """The first row, or None."""
+        self.cursor.execute(self.dialect.sql(query), params)
+        return self.cursor.fetchone()
+
+    def all(self, query: str, params: tuple | list = ()) -> list[tuple]:
+        """Every row."""
+        self.cursor.execute(self.dialect.sql(query), params)
+        return self.cursor.fetchall()

@@ -1,0 +1,268 @@
+"""The decision store's operations: the SQL of each intent, run on the writer thread
+inside a batch transaction (or on a reader), and the schema they share.
+
+Each function takes a :class:`~gateway.decisions.dialect.Tx` first. Tables:
+``decisions`` (one row per decision: the routed model's outputs, inputs, parameters,
+propensity, idempotency key), ``shadow_outputs`` (one row per shadow), ``feedback``
+(the feedback in force with its history of corrections), ``explanations``,
+``arm_stats`` (per router and arm: n, reward_sum) and ``router_values`` (champion,
+promotion log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gateway.decisions.dialect import Dialect, StoreError, Tx
+from gateway.decisions.record import Decision
+from gateway.decisions.state import Snapshot
+from gateway.decisions.store import FeedbackRecorded
+from routers.state import CHAMPION, PROMOTIONS, ArmStats, Learning
+
+__all__ = [
+    "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema", "decision_row", "dumps",
+    "insert_decision", "insert_feedback", "nothing", "promote_router", "select_decisions",
+    "state_of_all", "upsert_doc",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the tables below; a store whose version is newer is refused."""
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS arbiter_schema (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS decisions (
+        id TEXT PRIMARY KEY, time DOUBLE PRECISION NOT NULL, deployment TEXT NOT NULL,
+        router TEXT NOT NULL, routed TEXT NOT NULL, propensity DOUBLE PRECISION NOT NULL,
+        idempotency_key TEXT, doc TEXT NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS decisions_idempotency "
+    "ON decisions (deployment, idempotency_key)",
+    "CREATE INDEX IF NOT EXISTS decisions_deployment_time ON decisions (deployment, time)",
+    """CREATE TABLE IF NOT EXISTS shadow_outputs (
+        decision_id TEXT NOT NULL, model TEXT NOT NULL, doc TEXT NOT NULL,
+        PRIMARY KEY (decision_id, model))""",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        decision_id TEXT PRIMARY KEY, deployment TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,
+        doc TEXT NOT NULL, rewards TEXT NOT NULL, history TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS explanations (decision_id TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS arm_stats (
+        router TEXT NOT NULL, arm TEXT NOT NULL, n BIGINT NOT NULL,
+        reward_sum DOUBLE PRECISION NOT NULL, PRIMARY KEY (router, arm))""",
+    """CREATE TABLE IF NOT EXISTS router_values (
+        router TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (router, name))""",
+)
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def nothing(tx: Tx) -> None:
+    return None
+
+
+def create_schema(tx: Tx, dialect: Dialect) -> None:
+    dialect.lock_schema(tx)
+    for statement in SCHEMA:
+        tx.run(statement)
+    row = tx.one("SELECT version FROM arbiter_schema")
+    if row is None:
+        tx.run("INSERT INTO arbiter_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+    elif row[0] > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store's schema is version {row[0]}, newer than this gateway's "
+            f"({SCHEMA_VERSION}): upgrade Arbiter"
+        )
+
+
+def decision_row(decision: Decision, key: str | None) -> tuple:
+    doc = {
+        "request_id": decision.request_id, "shadows": decision.shadows,
+        "inputs": decision.inputs, "outputs": decision.outputs.get(decision.routed, {}),
+        "latency_ms": decision.latency_ms.get(decision.routed), "parameters": decision.parameters,
+        "explanation": decision.explanation,
+    }
+    return (decision.id, decision.time, decision.deployment, decision.router, decision.routed,
+            decision.propensity, key, dumps(doc))
+
+
+def insert_decision(tx: Tx, row: tuple, key: str | None, window_start: float) -> str:
+    """Insert a decision; with an idempotency key, return the id of the decision that
+    holds the key within the window (an older holder gives the key up)."""
+    deployment = row[2]
+    if key is not None:
+        held = tx.one("SELECT id, time FROM decisions WHERE deployment = ? AND idempotency_key = ?",
+                      (deployment, key))
+        if held is not None and held[1] >= window_start:
+            return held[0]
+        if held is not None:
+            tx.run("UPDATE decisions SET idempotency_key = NULL WHERE id = ?", (held[0],))
+    inserted = tx.run(
+        "INSERT INTO decisions (id, time, deployment, router, routed, propensity, "
+        "idempotency_key, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", row,
+    )
+    if inserted == 0 and key is not None:  # another replica took the key meanwhile
+        held = tx.one("SELECT id FROM decisions WHERE deployment = ? AND idempotency_key = ?",
+                      (deployment, key))
+        if held is not None:
+            return held[0]
+    return row[0]
+
+
+def upsert_doc(tx: Tx, table: str, key_columns: tuple[str, ...], row: tuple) -> None:
+    columns = (*key_columns, "doc")
+    tx.run(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET doc = excluded.doc",
+        row,
+    )
+
+
+def insert_feedback(tx: Tx, row: tuple, rewards: dict, learning: Learning | None):
+    inserted = tx.run(
+        "INSERT INTO feedback (decision_id, deployment, time, doc, rewards, history) "
+        "VALUES (?, ?, ?, ?, ?, '[]') ON CONFLICT DO NOTHING", row,
+    )
+    if inserted == 0:
+        stored = tx.one("SELECT rewards FROM feedback WHERE decision_id = ?", (row[0],))
+        rewards = orjson.loads(stored[0]) if stored else {}
+        return FeedbackRecorded(False, rewards), _snapshot(tx, learning)
+    deltas = {arm: (1, r) for arm, r in (learning.rewards if learning else {}).items()}
+    return FeedbackRecorded(True, rewards, _learn(tx, learning, deltas)), _snapshot(tx, learning)
+
+
+def correct_feedback(tx: Tx, row: tuple, rewards: dict, learning: Learning | None):
+    old = tx.one("SELECT doc, rewards, history FROM feedback WHERE decision_id = ?", (row[0],))
+    if old is None:
+        return insert_feedback(tx, row, rewards, learning)
+    old_doc, old_rewards = orjson.loads(old[0]), orjson.loads(old[1])
+    history = [*orjson.loads(old[2]), {**old_doc, "rewards": old_rewards}]
+    tx.run("UPDATE feedback SET time = ?, doc = ?, rewards = ?, history = ? WHERE decision_id = ?",
+           (row[2], row[3], row[4], dumps(history), row[0]))
+    before = {arm: old_rewards[arm] for arm in old_doc.get("learned", ()) if arm in old_rewards}
+    after = dict(learning.rewards) if learning else {}
+    deltas = {
+        arm: (int(arm in after) - int(arm in before), after.get(arm, 0.0) - before.get(arm, 0.0))
+        for arm in {*before, *after}
+    }
+    return FeedbackRecorded(True, rewards, _learn(tx, learning, deltas)), _snapshot(tx, learning)
+
+
+def _learn(tx: Tx, learning: Learning | None, deltas: dict[str, tuple[int, float]]):
+    """Apply count deltas, then the promotion rule on the counts that result."""
+    if learning is None:
+        return None
+    for arm, (dn, ds) in sorted(deltas.items()):
+        tx.run(
+            "INSERT INTO arm_stats (router, arm, n, reward_sum) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (router, arm) DO UPDATE SET n = arm_stats.n + excluded.n, "
+            "reward_sum = arm_stats.reward_sum + excluded.reward_sum",
+            (learning.key, arm, dn, float(ds)),
+        )
+    if learning.promote is None:
+        return None
+    arms, values = _state_of(tx, learning.key)
+    stored = values.get(CHAMPION)
+    record = learning.promote(arms, stored)
+    if record is not None and _compare_and_set(tx, learning.key, stored, record):
+        return record
+    return None
+
+
+def promote_router(tx: Tx, key: str, expected: Any, record: dict) -> tuple[bool, Snapshot]:
+    return _compare_and_set(tx, key, expected, record), _state_of(tx, key)
+
+
+def _compare_and_set(tx: Tx, key: str, expected: Any, record: Mapping[str, Any]) -> bool:
+    row = tx.one("SELECT value FROM router_values WHERE router = ? AND name = ?", (key, CHAMPION))
+    stored = orjson.loads(row[0]) if row else None
+    if stored != expected:
+        return False
+    row = tx.one("SELECT value FROM router_values WHERE router = ? AND name = ?",
+                 (key, PROMOTIONS))
+    log_ = [*(orjson.loads(row[0]) if row else []), dict(record)]
+    for name, value in ((CHAMPION, record["champion"]), (PROMOTIONS, log_)):
+        tx.run(
+            "INSERT INTO router_values (router, name, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (router, name) DO UPDATE SET value = excluded.value",
+            (key, name, dumps(value)),
+        )
+    return True
+
+
+def _snapshot(tx: Tx, learning: Learning | None) -> Snapshot | None:
+    return None if learning is None else _state_of(tx, learning.key)
+
+
+def _state_of(tx: Tx, key: str) -> Snapshot:
+    return state_of_all(tx, [key]).get(key, ({}, {}))
+
+
+def state_of_all(tx: Tx, keys: list[str]) -> dict[str, Snapshot]:
+    state: dict[str, Snapshot] = {key: ({}, {}) for key in keys}
+    if not keys:
+        return state
+    marks = ", ".join("?" * len(keys))
+    for key, arm, n, total in tx.all(
+        f"SELECT router, arm, n, reward_sum FROM arm_stats WHERE router IN ({marks})", keys
+    ):
+        state[key][0][arm] = ArmStats(int(n), float(total))
+    for key, name, value in tx.all(
+        f"SELECT router, name, value FROM router_values WHERE router IN ({marks})", keys
+    ):
+        state[key][1][name] = orjson.loads(value)
+    return state
+
+
+def select_decisions(tx: Tx, where: str, params: tuple, limit: int | None) -> list[Decision]:
+    """Decisions matching ``where`` (on ``decisions d``), oldest first, assembled with
+    their shadow outputs, feedback and explanation."""
+    rows = tx.all(
+        "SELECT d.id, d.time, d.deployment, d.router, d.routed, d.propensity, d.doc, "
+        "f.doc, f.rewards, f.history, e.doc FROM decisions d "
+        "LEFT JOIN feedback f ON f.decision_id = d.id "
+        "LEFT JOIN explanations e ON e.decision_id = d.id "
+        f"WHERE {where} ORDER BY d.time, d.id" + (f" LIMIT {int(limit)}" if limit else ""),
+        params,
+    )
+    decisions = {row[0]: _assemble(row) for row in rows}
+    if decisions:
+        ids = list(decisions)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for decision_id, model, doc in tx.all(
+                "SELECT decision_id, model, doc FROM shadow_outputs WHERE decision_id IN "
+                f"({', '.join('?' * len(chunk))})", chunk,
+            ):
+                _add_shadow(decisions[decision_id], model, orjson.loads(doc))
+    return list(decisions.values())
+
+
+def _assemble(row: tuple) -> Decision:
+    decision_id, when, deployment, router, routed, propensity, doc = row[:7]
+    fdoc, frewards, fhist, edoc = row[7:]
+    body = orjson.loads(doc)
+    decision = Decision(
+        id=decision_id, time=float(when), deployment=deployment, router=router, routed=routed,
+        propensity=float(propensity), request_id=body.get("request_id", ""),
+        shadows=body.get("shadows", []), inputs=body.get("inputs", {}),
+        outputs={routed: body.get("outputs", {})}, parameters=body.get("parameters", {}),
+        explanation=orjson.loads(edoc) if edoc else body.get("explanation"),
+    )
+    if body.get("latency_ms") is not None:
+        decision.latency_ms[routed] = body["latency_ms"]
+    if fdoc is not None:
+        decision.feedback = orjson.loads(fdoc)
+        decision.rewards = orjson.loads(frewards)
+        decision.feedback_history = orjson.loads(fhist)
+    return decision
+
+
+def _add_shadow(decision: Decision, model: str, doc: dict[str, Any]) -> None:
+    if "error" in doc:
+        decision.errors[model] = doc["error"]
+    else:
+        decision.outputs[model] = doc.get("outputs") or {}
+        decision.latency_ms[model] = doc.get("latency_ms") or 0.0

@@ -1,0 +1,424 @@
+"""The decision store on SQL: one writer thread with group commit, readers beside it.
+
+Every write is an operation queued to one writer thread per process, which owns one
+connection. It takes every operation waiting (up to 512), runs them in ONE transaction,
+each inside a savepoint (an operation that fails is rolled back alone and its caller
+gets the error), and commits once: concurrent feedbacks share one commit and one
+fsync. Routers whose counts a batch changes are locked first, in sorted order
+(PostgreSQL: transaction-level advisory locks; SQLite: ``BEGIN IMMEDIATE`` serialises
+writers), so replicas never deadlock on arm rows and a promotion's compare-and-set
+sees the latest champion. A deadlock, serialisation failure or lost connection rolls
+the batch back and runs it again (up to 5 tries, with backoff).
+
+Decision writes may stay queued (write-behind, ``decision_writes: behind``): the
+queue is bounded by ``write_queue``; a full queue makes the next decision wait for its
+commit. Everything else (feedback, corrections, promotions, keyed decisions) is
+awaited until committed. Reads run on other threads and connections, so they never
+wait for the writer (except for the in-memory backend, whose one connection serves
+both).
+
+The SQL is written once, with ``?`` placeholders, and adapted by a :class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import StoreSpec
+from gateway.decisions.dialect import Dialect, StoreError, Tx
+from gateway.decisions.operations import (
+    correct_feedback,
+    create_schema,
+    decision_row,
+    dumps,
+    insert_decision,
+    insert_feedback,
+    nothing,
+    promote_router,
+    select_decisions,
+    state_of_all,
+    upsert_doc,
+)
+from gateway.decisions.record import Decision
+from gateway.decisions.state import CachedState
+from gateway.decisions.store import DecisionStore, FeedbackRecorded, StoreMetrics
+from protos.errors import DecisionNotFoundError
+from routers.state import Learning
+
+__all__ = ["SQLDecisionStore"]
+
+log = logging.getLogger("arbiter.decisions")
+
+_MAX_BATCH = 512
+_TRIES = 5
+
+
+@dataclass(slots=True)
+class _Op:
+    handler: Callable[..., Any]
+    args: tuple
+    lock: str | None
+    future: asyncio.Future
+    behind: bool = False
+
+
+_STOP = object()
+
+
+class SQLDecisionStore(DecisionStore):
+    """:class:`DecisionStore` on a SQL database (see the module docstring).
+
+    Args:
+        spec: the ``store:`` block of the gateway config.
+        dialect: the backend.
+        metrics: where write errors, queue depth and batch sizes are reported.
+    """
+
+    def __init__(self, spec: StoreSpec, dialect: Dialect, metrics: StoreMetrics | None = None):
+        self.spec = spec
+        self.dialect = dialect
+        self.metrics = metrics or StoreMetrics()
+        self.state = CachedState()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._behind = 0
+        self._queued: dict[str, asyncio.Future] = {}
+        self._recent: OrderedDict[str, Decision] = OrderedDict()
+        self._keys: list[str] = []
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader: Callable | None = None
+        self._refresher: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def open(self, router_keys: list[str]) -> None:
+        """See :meth:`DecisionStore.open`."""
+        self._loop = asyncio.get_running_loop()
+        self._keys = list(router_keys)
+        ready: asyncio.Future = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._write_loop, args=(ready,), name=f"arbiter-{self.dialect.name}-writer",
+            daemon=True,
+        )
+        self._thread.start()
+        await ready
+        await self._call(create_schema, self.dialect)
+        if not self.dialect.reads_through_writer:
+            self._readers = ThreadPoolExecutor(2, thread_name_prefix="arbiter-store-reader")
+            self._reader = self.dialect.reader()
+        await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="store-refresh")
+
+    async def close(self) -> None:
+        """See :meth:`DecisionStore.close`."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+        if self._readers is not None:
+            reader = self._reader
+            await asyncio.get_running_loop().run_in_executor(
+                self._readers, self.dialect.close_reader, reader
+            )
+            self._readers.shutdown(wait=True)
+
+    @property
+    def pending_writes(self) -> int:
+        """See :meth:`DecisionStore.pending_writes`."""
+        return self._behind
+
+    # -- writes ----------------------------------------------------------------------
+    async def create(
+        self, decision: Decision, *, idempotency_key: str | None = None,
+        window_s: float = 0.0, wait: bool = False,
+    ) -> Decision:
+        """See :meth:`DecisionStore.create`."""
+        self._remember(decision)
+        key = idempotency_key or None
+        row = decision_row(decision, key)
+        future = self._submit(insert_decision, (row, key, decision.time - window_s),
+                              behind=not (wait or key))
+        if not (wait or key or self._behind > self.spec.write_queue):
+            self._queued[decision.id] = future
+            future.add_done_callback(lambda _: self._queued.pop(decision.id, None))
+            return decision
+        holder = await future
+        if holder == decision.id:
+            return decision
+        self._recent.pop(decision.id, None)
+        return await self.get(holder)
+
+    def add_shadow_output(
+        self, decision_id: str, model: str, outputs: Mapping[str, Any] | None,
+        latency_ms: float | None = None, error: str | None = None,
+    ) -> None:
+        """See :meth:`DecisionStore.add_shadow_output`."""
+        doc: dict[str, Any] = (
+            {"error": error} if error is not None
+            else {"outputs": outputs, "latency_ms": latency_ms}
+        )
+        recent = self._recent.get(decision_id)
+        if recent is not None:
+            if error is not None:
+                recent.errors[model] = error
+            else:
+                recent.outputs[model] = dict(outputs or {})
+                recent.latency_ms[model] = latency_ms or 0.0
+        self._submit(upsert_doc, ("shadow_outputs", ("decision_id", "model"),
+                               (decision_id, model, dumps(doc))), behind=True)
+
+    def attach_explanation(self, decision_id: str, explanation: dict[str, Any]) -> None:
+        """See :meth:`DecisionStore.attach_explanation`."""
+        recent = self._recent.get(decision_id)
+        if recent is not None:
+            recent.explanation = explanation
+        self._submit(upsert_doc, ("explanations", ("decision_id",),
+                               (decision_id, dumps(explanation))), behind=True)
+
+    async def record_feedback(
+        self, decision: Decision, feedback: dict[str, Any], rewards: dict[str, float],
+        learning: Learning | None,
+    ) -> FeedbackRecorded:
+        """See :meth:`DecisionStore.record_feedback`."""
+        return await self._feedback(insert_feedback, decision, feedback, rewards, learning)
+
+    async def correct_feedback(
+        self, decision: Decision, feedback: dict[str, Any], rewards: dict[str, float],
+        learning: Learning | None,
+    ) -> FeedbackRecorded:
+        """See :meth:`DecisionStore.correct_feedback`."""
+        return await self._feedback(correct_feedback, decision, feedback, rewards, learning)
+
+    async def _feedback(self, handler, decision, feedback, rewards, learning):
+        await self._written(decision.id)
+        key = learning.key if learning is not None else None
+        row = (decision.id, decision.deployment, float(feedback["time"]), dumps(feedback),
+               dumps(rewards))
+        result, snapshot = await self._call(handler, row, rewards, learning, lock=key)
+        if key is not None:
+            self.state.replace(key, snapshot)
+        return result
+
+    async def promote(self, key: str, expected: Any, record: Mapping[str, Any]) -> bool:
+        """See :meth:`DecisionStore.promote`."""
+        done, snapshot = await self._call(promote_router, key, expected, dict(record), lock=key)
+        self.state.replace(key, snapshot)
+        return done
+
+    # -- reads -----------------------------------------------------------------------
+    def cached(self, decision_id: str) -> Decision | None:
+        """The decision as this process made it and saw its shadows answer, or None
+        (another process's, or evicted)."""
+        return self._recent.get(decision_id)
+
+    async def get(self, decision_id: str) -> Decision:
+        """See :meth:`DecisionStore.get`."""
+        await self._written(decision_id)
+        found = await self._read(select_decisions, "d.id = ?", (decision_id,), None)
+        if not found:
+            raise DecisionNotFoundError(f"decision {decision_id!r} not found")
+        return found[0]
+
+    async def list(
+        self, deployment: str, since: float | None = None, until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Decision]:
+        """See :meth:`DecisionStore.list`."""
+        await self._flush()
+        where, params = "d.deployment = ?", [deployment]
+        if since is not None:
+            where, params = where + " AND d.time >= ?", [*params, since]
+        if until is not None:
+            where, params = where + " AND d.time < ?", [*params, until]
+        return await self._read(select_decisions, where, tuple(params), limit)
+
+    async def find(self, deployment: str, idempotency_key: str, since: float) -> Decision | None:
+        """See :meth:`DecisionStore.find`."""
+        found = await self._read(
+            select_decisions, "d.deployment = ? AND d.idempotency_key = ? AND d.time >= ?",
+            (deployment, idempotency_key, since), 1,
+        )
+        return found[0] if found else None
+
+    async def refresh(self) -> None:
+        """Reload every router's state from the database now."""
+        generation = self.state.generation
+        snapshots = await self._read(state_of_all, self._keys)
+        self.state.load(snapshots, generation)
+
+    async def _refresh_loop(self) -> None:
+        interval = self.spec.refresh_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("reloading router state failed; retrying in %.2f s", interval)
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.dialect.reads_through_writer:
+            return await self._call(fn, *args)
+        assert self._readers is not None and self._reader is not None
+        reader = self._reader
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, lambda: reader(lambda tx: fn(tx, *args))
+        )
+
+    async def _written(self, decision_id: str) -> None:
+        """Wait until a queued write of this decision is committed."""
+        queued = self._queued.get(decision_id)
+        if queued is not None:
+            await asyncio.shield(queued)
+
+    async def _flush(self) -> None:
+        """Wait until every write queued so far is committed."""
+        await self._call(nothing)
+
+    # -- the writer --------------------------------------------------------------------
+    def _remember(self, decision: Decision) -> None:
+        self._recent[decision.id] = decision
+        if len(self._recent) > self.spec.memory_size:
+            self._recent.popitem(last=False)
+
+    def _submit(self, handler, args: tuple, *, lock: str | None = None,
+                behind: bool = False) -> asyncio.Future:
+        assert self._loop is not None, "store not open"
+        future = self._loop.create_future()
+        if behind:
+            self._behind += 1
+            future.add_done_callback(self._written_behind)
+        self._queue.put(_Op(handler, args, lock, future, behind))
+        return future
+
+    def _written_behind(self, future: asyncio.Future) -> None:
+        self._behind -= 1
+        self.metrics.queue_depth(self._behind)
+        if not future.cancelled() and future.exception() is not None:
+            self.metrics.write_errors(1)
+            log.error("a queued decision write failed: %s", future.exception())
+
+    async def _call(self, handler, *args, lock: str | None = None):
+        return await self._submit(handler, args, lock=lock)
+
+    def _write_loop(self, ready: asyncio.Future) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            conn = self.dialect.connect()
+        except Exception as exc:
+            error = StoreError(f"cannot open the {self.dialect.name} store: {exc}")
+            loop.call_soon_threadsafe(_settle_one, ready, None, error)
+            return
+        loop.call_soon_threadsafe(_settle_one, ready, None, None)
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if batch:
+                conn = self._execute(conn, batch)
+        conn.close()
+
+    def _next_batch(self) -> tuple[list[_Op], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        wait_s = self.spec.flush_interval_ms / 1000
+        deadline = time.monotonic() + wait_s if first.behind else 0.0
+        while len(batch) < _MAX_BATCH:
+            try:
+                remaining = deadline - time.monotonic()
+                op = self._queue.get(timeout=remaining) if remaining > 0 else \
+                    self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if op is _STOP:
+                return batch, True
+            batch.append(op)
+            if not op.behind:
+                deadline = 0.0  # someone is waiting: commit what we have now
+        return batch, False
+
+    def _execute(self, conn: Any, batch: list[_Op]) -> Any:
+        keys = sorted({op.lock for op in batch if op.lock is not None})
+        for attempt in range(_TRIES):
+            try:
+                results = self._transaction(conn, batch, keys)
+                break
+            except Exception as exc:
+                _rollback(conn)
+                if attempt + 1 < _TRIES and self.dialect.retryable(exc):
+                    log.warning("store batch of %d retried after: %s", len(batch), exc)
+                    time.sleep(0.01 * 2**attempt)
+                    conn = _reconnect(conn, self.dialect)
+                    continue
+                results = [(op, None, exc) for op in batch]
+                break
+        self.metrics.batch_size(len(batch))
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle_all, results)
+        return conn
+
+    def _transaction(self, conn: Any, batch: list[_Op], keys: list[str]) -> list[tuple]:
+        tx = Tx(conn.cursor(), self.dialect)
+        tx.run(self.dialect.begin())
+        for key in keys:
+            self.dialect.lock_router(tx, key)
+        results = []
+        for op in batch:
+            tx.run("SAVEPOINT op")
+            try:
+                value = op.handler(tx, *op.args)
+            except Exception as exc:
+                if self.dialect.retryable(exc):
+                    raise
+                tx.run("ROLLBACK TO SAVEPOINT op")
+                results.append((op, None, exc))
+            else:
+                results.append((op, value, None))
+            tx.run("RELEASE SAVEPOINT op")
+        tx.run("COMMIT")
+        return results
+
+
+def _settle_one(future: asyncio.Future, value: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+def _settle_all(results: list[tuple]) -> None:
+    for op, value, exc in results:
+        _settle_one(op.future, value, exc)
+
+
+def _rollback(conn: Any) -> None:
+    try:
+        conn.cursor().execute("ROLLBACK")
+    except Exception:  # no transaction open, or the connection is gone
+        pass
+
+
+def _reconnect(conn: Any, dialect: Dialect) -> Any:
+    if not getattr(conn, "closed", False):
+        return conn
+    try:
+        return dialect.connect()
+    except Exception as exc:
+        log.warning("store reconnect failed: %s", exc)
+        return conn
+
+
