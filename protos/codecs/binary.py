@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protos.codecs import json as jsonc
+from protos.codecs.limits import DEFAULT_MAX_ELEMENTS, checked_shape
 from protos.codecs.raw import from_raw, to_raw
 from protos.errors import InvalidRequestError
 from protos.protocol import (
@@ -76,8 +77,13 @@ def request_from_binary(
     model_name: str,
     model_version: str | None = None,
     metadata: ModelMetadata | None = None,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> tuple[InferenceRequest, jsonc.BinaryOutputs]:
     """Decode a binary-extension request.
+
+    Every shape is checked against ``max_elements`` and against the bytes its tensor
+    actually has before anything is allocated.
 
     Args:
         body: the whole HTTP body.
@@ -85,27 +91,32 @@ def request_from_binary(
         model_name: model from the path.
         model_version: version from the path.
         metadata: the model's metadata, needed only for a raw binary request.
+        max_elements: most elements one tensor's shape may imply.
 
     Raises:
-        InvalidRequestError: sizes that do not add up, or a raw request to a model
-            with more than one input or more than one variable dimension.
+        InvalidRequestError: sizes that do not add up, a shape the bytes cannot hold,
+            or a raw request to a model with more than one input or more than one
+            variable dimension (and see :func:`~protos.codecs.json.request_from_json`).
     """
     if header_length == 0:
-        return _raw_request(body, model_name, model_version, metadata)
+        return _raw_request(body, model_name, model_version, metadata, max_elements)
     doc, cursor = _split(body, header_length)
-    request, prefs = jsonc.request_from_json(doc, model_name, model_version, cursor.take)
+    request, prefs = jsonc.request_from_json(
+        doc, model_name, model_version, cursor.take, max_elements=max_elements)
     cursor.finish()
     return request, prefs
 
 
 def _raw_request(
-    body: bytes, model_name: str, model_version: str | None, metadata: ModelMetadata | None
+    body: bytes, model_name: str, model_version: str | None, metadata: ModelMetadata | None,
+    max_elements: int,
 ) -> tuple[InferenceRequest, jsonc.BinaryOutputs]:
     if metadata is None or len(metadata.inputs) != 1:
         raise InvalidRequestError("a raw binary request needs a model with exactly one input")
     spec = metadata.inputs[0]
-    shape = _raw_shape(spec.shape, spec.datatype, len(body))
-    data = from_raw(body, spec.datatype, shape)
+    shape = checked_shape(_raw_shape(spec.shape, spec.datatype, len(body)), spec.name,
+                          max_elements)
+    data = from_raw(body, spec.datatype, shape, spec.name)
     request = InferenceRequest(model_name, [Tensor(spec.name, spec.datatype, shape, data)],
                                model_version)
     return request, jsonc.BinaryOutputs(default=True)

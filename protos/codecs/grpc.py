@@ -3,8 +3,10 @@
 Inputs arrive either as typed ``contents`` or as ``raw_input_contents`` (never both in
 one request); FP16 travels only raw. Outputs are always written raw, as Triton does,
 which every OIP client reads. Parameters map to ``InferParameter`` (bool, int64,
-uint64, double, string); a parameter of any other kind (a JSON object or list from a
-REST client) travels as its JSON text in ``string_param``, so nothing is dropped.
+uint64, double, string); a request parameter with no value set is refused, as REST
+refuses null, objects and lists. A response parameter of another kind (a JSON object or
+list a REST upstream sent) travels as its JSON text in ``string_param``, so nothing is
+dropped.
 
 Source: OIP ``open_inference_grpc.proto`` and its "Tensor Data" section.
 """
@@ -17,6 +19,12 @@ import numpy as np
 import orjson
 
 from protos import open_inference_pb2 as pb
+from protos.codecs.limits import (
+    DEFAULT_MAX_ELEMENTS,
+    check_parameters,
+    check_requested_outputs,
+    checked_shape,
+)
 from protos.codecs.raw import from_raw, to_raw
 from protos.errors import InvalidRequestError
 from protos.protocol import (
@@ -58,7 +66,8 @@ _INT64_MAX = 2**63 - 1
 
 
 def parameters_from_pb(params: Any) -> dict[str, Any]:
-    """``map<string, InferParameter>`` -> plain dict."""
+    """``map<string, InferParameter>`` -> plain dict (an ``InferParameter`` with no
+    value set becomes ``None``)."""
     out: dict[str, Any] = {}
     for key, value in params.items():
         kind = value.WhichOneof("parameter_choice")
@@ -85,33 +94,46 @@ def parameters_to_pb(params: dict[str, Any], target: Any) -> None:
             slot.string_param = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def _shape(raw: Any, name: str) -> tuple[int, ...]:
-    shape = tuple(raw)
-    if any(d < 0 for d in shape):
-        raise InvalidRequestError(f"tensor {name!r}: shape {list(shape)} has a negative dimension")
-    return shape
+_WIDE_DTYPES: dict[str, np.dtype] = {
+    "int_contents": np.dtype(np.int32),
+    "uint_contents": np.dtype(np.uint32),
+}
+"""Element type of the typed-contents fields that several datatypes share."""
 
 
 def _from_contents(tensor: Any, shape: tuple[int, ...]) -> np.ndarray:
-    datatype = tensor.datatype
+    datatype, name = tensor.datatype, tensor.name
     dtype = dtype_of(datatype)
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidRequestError(
-            f"tensor {tensor.name!r}: {datatype} data must be sent in raw_input_contents"
+            f"tensor {name!r}: {datatype} data must be sent in raw_input_contents"
         )
     values = getattr(tensor.contents, field)
     count = element_count(shape)
     if len(values) != count:
         raise InvalidRequestError(
-            f"tensor {tensor.name!r}: shape {list(shape)} needs {count} elements, "
+            f"tensor {name!r}: shape {list(shape)} needs {count} elements, "
             f"contents has {len(values)}"
         )
     if datatype == "BYTES":
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
-    return np.array(values, dtype=dtype).reshape(shape)
+    wide = np.array(values, dtype=_WIDE_DTYPES.get(field, dtype))
+    if wide.dtype != dtype and wide.size:
+        _check_range(wide, dtype, datatype, name)
+    return wide.astype(dtype, copy=False).reshape(shape)
+
+
+def _check_range(wide: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> None:
+    """INT8/INT16 travel in ``int_contents`` (int32), UINT8/UINT16 in ``uint_contents``
+    (uint32): a value outside the datatype is refused, never wrapped."""
+    info = np.iinfo(dtype)
+    low, high = int(wide.min()), int(wide.max())
+    if low < info.min or high > info.max:
+        value = low if low < info.min else high
+        raise InvalidRequestError(f"tensor {name!r}: value {value} is out of range for {datatype}")
 
 
 def _check_contents_kind(tensor: Any, name: str) -> None:
@@ -124,12 +146,21 @@ def _check_contents_kind(tensor: Any, name: str) -> None:
             )
 
 
-def request_from_pb(message: Any) -> InferenceRequest:
+def request_from_pb(message: Any, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> InferenceRequest:
     """Decode a ``ModelInferRequest``.
+
+    Every shape is checked against ``max_elements`` and against the contents or raw
+    bytes its tensor actually has before anything is allocated.
+
+    Args:
+        message: the request.
+        max_elements: most elements one tensor's shape may imply.
 
     Raises:
         InvalidRequestError: raw and typed contents mixed, raw count not matching the
-            inputs, sizes or contents not matching the shape and datatype.
+            inputs, sizes or contents not matching the shape and datatype, a value
+            out of its datatype's range, a parameter with no value, an output
+            requested twice.
         UnsupportedError: datatype BF16.
     """
     raw = message.raw_input_contents
@@ -141,26 +172,29 @@ def request_from_pb(message: Any) -> InferenceRequest:
         )
     inputs = []
     for i, tensor in enumerate(message.inputs):
-        shape = _shape(tensor.shape, tensor.name)
+        name = tensor.name
+        shape = checked_shape(tuple(tensor.shape), name, max_elements)
+        params = check_parameters(parameters_from_pb(tensor.parameters), f"input {name!r}")
         if raw:
-            data = from_raw(raw[i], tensor.datatype, shape)
+            data = from_raw(raw[i], tensor.datatype, shape, name)
         else:
             dtype_of(tensor.datatype)
-            _check_contents_kind(tensor, tensor.name)
+            _check_contents_kind(tensor, name)
             data = _from_contents(tensor, shape)
-        inputs.append(
-            Tensor(tensor.name, tensor.datatype, shape, data, parameters_from_pb(tensor.parameters))
-        )
+        inputs.append(Tensor(name, tensor.datatype, shape, data, params))
     outputs = [
-        RequestedOutput(o.name, parameters_from_pb(o.parameters)) for o in message.outputs
+        RequestedOutput(o.name, check_parameters(parameters_from_pb(o.parameters),
+                                                 f"output {o.name!r}"))
+        for o in message.outputs
     ] or None
+    check_requested_outputs(o.name for o in outputs or ())
     return InferenceRequest(
         model_name=message.model_name,
         inputs=inputs,
         model_version=message.model_version or None,
         id=message.id or None,
         outputs=outputs,
-        parameters=parameters_from_pb(message.parameters),
+        parameters=check_parameters(parameters_from_pb(message.parameters), "the request"),
     )
 
 
@@ -188,8 +222,9 @@ def response_from_pb(message: Any) -> InferenceResponse:
     raw = message.raw_output_contents
     outputs = []
     for i, tensor in enumerate(message.outputs):
-        shape = tuple(tensor.shape)
-        data = from_raw(raw[i], tensor.datatype, shape) if raw else _from_contents(tensor, shape)
+        shape = checked_shape(tuple(tensor.shape), tensor.name, None)
+        data = (from_raw(raw[i], tensor.datatype, shape, tensor.name) if raw
+                else _from_contents(tensor, shape))
         outputs.append(
             Tensor(tensor.name, tensor.datatype, shape, data, parameters_from_pb(tensor.parameters))
         )

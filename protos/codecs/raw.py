@@ -12,6 +12,7 @@ import struct
 
 import numpy as np
 
+from protos.codecs.limits import check_raw_size
 from protos.errors import InvalidRequestError
 from protos.protocol import dtype_of, element_count
 
@@ -33,40 +34,64 @@ def to_raw(array: np.ndarray, datatype: str) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
 
-def from_raw(buffer: bytes | memoryview, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+def from_raw(
+    buffer: bytes | memoryview, datatype: str, shape: tuple[int, ...], name: str
+) -> np.ndarray:
     """Parse raw bytes into an array of ``shape``; numeric data is a zero-copy view.
 
+    The byte count is checked against ``shape`` before anything is allocated: fixed-size
+    datatypes need exactly ``count * itemsize`` bytes, BYTES at least 4 per element.
+
+    Args:
+        buffer: the tensor's raw bytes.
+        datatype: OIP datatype.
+        shape: the tensor's shape (already checked by
+            :func:`~protos.codecs.limits.checked_shape`).
+        name: the tensor's name, for messages.
+
     Raises:
-        InvalidRequestError: the byte count does not match ``shape`` and ``datatype``.
+        InvalidRequestError: the byte count does not match ``shape`` and ``datatype``,
+            or a BOOL byte is neither 0 nor 1.
+        UnsupportedError: datatype BF16.
     """
-    count = element_count(shape)
+    check_raw_size(name, datatype, shape, len(buffer))
     if datatype == "BYTES":
-        return _bytes_from_raw(memoryview(buffer), count).reshape(shape)
+        return _bytes_from_raw(memoryview(buffer), element_count(shape), name).reshape(shape)
+    if datatype == "BOOL":
+        _check_bool_bytes(buffer, name)
     dtype = dtype_of(datatype).newbyteorder("<")
-    expected = count * dtype.itemsize
-    if len(buffer) != expected:
-        raise InvalidRequestError(
-            f"raw data has {len(buffer)} bytes; shape {list(shape)} of {datatype} "
-            f"needs {expected}"
-        )
     array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 
-def _bytes_from_raw(view: memoryview, count: int) -> np.ndarray:
+def _check_bool_bytes(buffer: bytes | memoryview, name: str) -> None:
+    """BOOL is one byte, 0 or 1; any other byte would be read as an unnamed truth."""
+    octets = np.frombuffer(buffer, dtype=np.uint8)
+    if octets.size and int(octets.max()) > 1:
+        bad = int(octets[np.argmax(octets > 1)])
+        raise InvalidRequestError(
+            f"tensor {name!r}: BOOL raw data holds byte {bad}; each element must be 0 or 1")
+
+
+def _bytes_from_raw(view: memoryview, count: int, name: str) -> np.ndarray:
+    """Decode ``count`` length-prefixed elements, iteratively (``count`` is already
+    known to fit the buffer's length prefixes)."""
     out = np.empty(count, dtype=object)
     offset, end = 0, len(view)
     for i in range(count):
         if offset + 4 > end:
-            raise InvalidRequestError(f"BYTES raw data ends before element {i} of {count}")
+            raise InvalidRequestError(
+                f"tensor {name!r}: BYTES raw data ends before element {i} of {count}")
         (length,) = _U32.unpack_from(view, offset)
         offset += 4
         if offset + length > end:
-            raise InvalidRequestError(f"BYTES element {i} runs past the end of the raw data")
+            raise InvalidRequestError(
+                f"tensor {name!r}: BYTES element {i} (length {length}) runs past the end "
+                "of the raw data")
         out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != end:
         raise InvalidRequestError(
-            f"BYTES raw data has {end - offset} bytes left after {count} elements"
-        )
+            f"tensor {name!r}: BYTES raw data has {end - offset} bytes left after "
+            f"{count} elements")
     return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.registry import ModelRegistry
 from protos.server import grpc as grpc_server
 from protos.server import rest
@@ -40,6 +41,8 @@ class ServerOptions:
         http_port: REST port (0: any free port).
         grpc_port: gRPC port (0: any free port; -1: no gRPC).
         max_body_bytes: largest REST body / gRPC message accepted, in bytes.
+        max_tensor_elements: most elements one request tensor's shape may imply;
+            checked, with the bytes the tensor carries, before anything is allocated.
         drain_timeout_s: seconds in-flight requests get to finish at shutdown.
     """
 
@@ -47,6 +50,7 @@ class ServerOptions:
     http_port: int = 8080
     grpc_port: int = 8081
     max_body_bytes: int = 64 * 2**20
+    max_tensor_elements: int = DEFAULT_MAX_ELEMENTS
     drain_timeout_s: float = 10.0
 
 
@@ -80,7 +84,7 @@ class Server:
         self.metrics = ServerMetrics(self.metrics_registry, lambda n: n in registry.names())
         self.app = rest.build_app(
             registry, self.metrics, max_body_bytes=self.options.max_body_bytes,
-            extra_routes=extra_routes,
+            max_tensor_elements=self.options.max_tensor_elements, extra_routes=extra_routes,
         )
         self._extra_services = extra_services
         self._on_startup = list(on_startup or ())
@@ -124,7 +128,7 @@ class Server:
     async def _start_grpc(self, opts: ServerOptions) -> None:
         self._grpc = grpc_server.build_server(
             self.registry, self.metrics, max_message_bytes=opts.max_body_bytes,
-            extra_services=self._extra_services,
+            max_tensor_elements=opts.max_tensor_elements, extra_services=self._extra_services,
         )
         try:
             port = self._grpc.add_insecure_port(f"{opts.host}:{opts.grpc_port}")

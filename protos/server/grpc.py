@@ -22,6 +22,7 @@ import grpc
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
 from protos.codecs import grpc as codec
+from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.errors import ArbiterError
 from protos.registry import ModelRegistry
 from protos.server.metrics import ServerMetrics
@@ -72,9 +73,13 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The six OIP RPCs over a :class:`ModelRegistry`."""
 
-    def __init__(self, registry: ModelRegistry, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, registry: ModelRegistry, metrics: ServerMetrics,
+        max_tensor_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.max_tensor_elements = max_tensor_elements
 
     async def ServerLive(self, request, context):  # noqa: N802 - proto names
         return pb.ServerLiveResponse(live=self.registry.live())
@@ -100,7 +105,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         start = time.perf_counter()
         code = "OK"
         try:
-            req = codec.request_from_pb(request)
+            req = codec.request_from_pb(request, max_elements=self.max_tensor_elements)
             req.headers = _metadata(context)
             resp = await self.registry.infer(req)
             if resp.headers:
@@ -120,10 +125,13 @@ def build_server(
     metrics: ServerMetrics,
     *,
     max_message_bytes: int = 64 * 2**20,
+    max_tensor_elements: int = DEFAULT_MAX_ELEMENTS,
     extra_services: list | None = None,
 ) -> grpc.aio.Server:
     """A ``grpc.aio`` server with the OIP service (and ``extra_services``, each a
-    callable taking the server) and the error interceptor; not yet bound or started."""
+    callable taking the server), its errors mapped by :func:`guarded`; not yet bound or
+    started. A request tensor whose shape implies more than ``max_tensor_elements``
+    elements gets INVALID_ARGUMENT before anything is allocated."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -132,7 +140,7 @@ def build_server(
         ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        guarded(InferenceServicer(registry, metrics)), server
+        guarded(InferenceServicer(registry, metrics, max_tensor_elements)), server
     )
     for add in extra_services or ():
         add(server)

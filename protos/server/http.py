@@ -9,11 +9,20 @@ from protos.codecs import json as jsonc
 from protos.registry import ModelRegistry
 from protos.server.metrics import ServerMetrics
 
-__all__ = ["REGISTRY_KEY", "METRICS_KEY", "JSON_TYPE", "json_response", "error_response"]
+__all__ = [
+    "REGISTRY_KEY",
+    "METRICS_KEY",
+    "MAX_ELEMENTS_KEY",
+    "JSON_TYPE",
+    "json_response",
+    "error_response",
+]
 
 JSON_TYPE = "application/json"
 REGISTRY_KEY = web.AppKey("registry", ModelRegistry)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
+MAX_ELEMENTS_KEY = web.AppKey("max_tensor_elements", int)
+"""Most elements one request tensor's shape may imply (``ServerOptions``)."""
 
 
 def json_response(doc: object, status: int = 200, headers: dict[str, str] | None = None):

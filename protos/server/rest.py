@@ -21,11 +21,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from protos.codecs import binary
 from protos.codecs import json as jsonc
+from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.errors import ArbiterError, InvalidRequestError, PayloadTooLargeError
 from protos.protocol import ModelMetadata
 from protos.registry import ModelRegistry
 from protos.server.http import (
     JSON_TYPE,
+    MAX_ELEMENTS_KEY,
     METRICS_KEY,
     REGISTRY_KEY,
     error_response,
@@ -124,13 +126,16 @@ async def _infer_inner(request: web.Request, name: str) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     version = request.match_info.get("version")
     body = await request.read()
+    limit = request.app[MAX_ELEMENTS_KEY]
     header_length = request.headers.get(binary.HEADER)
     if header_length is not None:
         length = _int_header(header_length)
         metadata = registry.get(name, version).metadata() if length == 0 else None
-        req, prefs = binary.request_from_binary(body, length, name, version, metadata)
+        req, prefs = binary.request_from_binary(
+            body, length, name, version, metadata, max_elements=limit)
     else:
-        req, prefs = jsonc.request_from_json(jsonc.loads(body), name, version)
+        req, prefs = jsonc.request_from_json(
+            jsonc.loads(body), name, version, max_elements=limit)
     req.headers = {k.lower(): v for k, v in request.headers.items()}
     resp = await registry.infer(req)
     headers = dict(resp.headers)
@@ -177,6 +182,7 @@ def build_app(
     metrics: ServerMetrics,
     *,
     max_body_bytes: int = 64 * 2**20,
+    max_tensor_elements: int = DEFAULT_MAX_ELEMENTS,
     extra_routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``registry``.
@@ -185,11 +191,14 @@ def build_app(
         registry: targets served.
         metrics: request metrics (also served at ``GET /metrics``).
         max_body_bytes: bodies over this many bytes get 413.
+        max_tensor_elements: a request tensor whose shape implies more elements gets
+            400 before anything is allocated.
         extra_routes: adds product routes (the gateway's feedback, decisions, admin).
     """
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics
+    app[MAX_ELEMENTS_KEY] = max_tensor_elements
     add = app.router.add_route
     add("GET", "/v2/health/live", _live)
     add("GET", "/v2/health/ready", _ready)

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from protos.codecs import json as jsonc
 from protos.errors import InvalidRequestError, UnsupportedError
-from protos.protocol import InferenceRequest, RequestedOutput, Tensor, dtype_of
-from protos.server.http import REGISTRY_KEY, json_response
+from protos.protocol import InferenceRequest, RequestedOutput, Tensor
+from protos.server.http import MAX_ELEMENTS_KEY, REGISTRY_KEY, json_response
 
 __all__ = ["add_v1_routes"]
 
@@ -33,17 +33,15 @@ async def _model(request: web.Request) -> web.Response:
     return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
 
-def _instances(doc: object, spec) -> np.ndarray:
+def _instances(doc: object, spec, max_elements: int) -> np.ndarray:
+    """The instances as one array of the input's datatype, decoded by the OIP JSON
+    rules (rectangular, every value unchanged)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list):
         raise InvalidRequestError("V1 request body must be {\"instances\": [...]}")
     instances = doc["instances"]
     if not instances:
         raise InvalidRequestError("'instances' is empty")
-    try:
-        array = np.asarray(instances, dtype=dtype_of(spec.datatype))
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"'instances' do not fit {spec.datatype}: {exc}") from None
-    return array
+    return jsonc.nested_array(instances, spec.datatype, spec.name, max_elements)
 
 
 async def _predict(request: web.Request) -> web.Response:
@@ -53,7 +51,8 @@ async def _predict(request: web.Request) -> web.Response:
     if not metadata.inputs or not metadata.outputs:
         raise UnsupportedError(f"model {name!r} does not declare its inputs and outputs")
     spec = metadata.inputs[0]
-    data = _instances(jsonc.loads(await request.read()), spec)
+    limit = request.app[MAX_ELEMENTS_KEY]
+    data = _instances(jsonc.loads(await request.read()), spec, limit)
     tensor = Tensor(spec.name, spec.datatype, tuple(int(d) for d in data.shape), data)
     output = metadata.outputs[0].name
     inference = InferenceRequest(name, [tensor], outputs=[RequestedOutput(output)])
