@@ -17,10 +17,12 @@ All request validation lives here, once for every framework:
 * unknown, duplicate or missing input; wrong rank; a dimension not matching the
   declared one; an empty batch; inputs disagreeing on the batch size -> 400;
 * datatypes: an input of another datatype is converted when every value is exactly
-  representable in the declared one (integers to integers or floats, floats to wider
-  or lossless narrower floats), otherwise 400; BOOL and BYTES never convert;
-  non-finite floats are passed to the model;
-* an unknown requested output -> 400; the model not loaded -> 503;
+  representable in the declared one (integers to integers in range or to floats,
+  floats to wider or lossless narrower floats), otherwise 400 naming the value; BOOL
+  and BYTES never convert; non-finite floats are passed to the model, and a finite
+  value never becomes an infinity;
+* an unknown requested output, or one requested twice -> 400; the model not loaded
+  -> 503; a full batching queue -> 429;
 * an output the model did not produce, or of the wrong shape -> 500; outputs are cast
   to the declared datatype.
 """
@@ -32,6 +34,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
+from protos.codecs.limits import check_requested_outputs
 from protos.errors import ArbiterError, InferenceError, InvalidRequestError, ModelNotReadyError
 from protos.protocol import (
     InferenceRequest,
@@ -183,6 +186,7 @@ class ModelTarget:
     def _requested_outputs(self, request: InferenceRequest) -> list[tuple[str, dict]]:
         if request.outputs is None:
             return [(name, {}) for name in self._outputs]
+        check_requested_outputs(r.name for r in request.outputs)
         for requested in request.outputs:
             if requested.name not in self._outputs:
                 raise InvalidRequestError(
@@ -240,9 +244,11 @@ def convert_datatype(
 ) -> np.ndarray:
     """Convert input ``data`` of OIP datatype ``given`` to ``declared`` when lossless.
 
-    Integers convert to any integer or float type, and floats to any float type, when
-    every value survives the round trip (NaN and infinities are kept). BOOL and BYTES
-    convert to nothing and nothing converts to them.
+    Integers convert to any integer type when every value is in its range, and to any
+    float type when every value is exactly representable; floats convert to any float
+    type when every value survives the round trip (NaN and infinities are kept; a
+    finite value never becomes an infinity). BOOL and BYTES convert to nothing and
+    nothing converts to them.
 
     Args:
         name: input name, for messages.
@@ -255,7 +261,8 @@ def convert_datatype(
         ``data`` as a ``dtype`` array.
 
     Raises:
-        InvalidRequestError: the conversion is not allowed or would change a value.
+        InvalidRequestError: the conversion is not allowed or would change a value
+            (the message names the input and the first such value).
     """
     source = data.dtype
     allowed = (source.kind in "iu" and dtype.kind in "iuf") or (
@@ -263,15 +270,57 @@ def convert_datatype(
     if not allowed:
         raise InvalidRequestError(
             f"input {name!r} has datatype {given}; model expects {declared}")
+    if dtype.kind in "iu":
+        _check_int_range(name, data, given, declared, dtype)
+        return data.astype(dtype)
     widening = np.can_cast(source, dtype, casting="safe") and not (
         # numpy calls int64 -> float64 "safe", but integers above 2**53 round.
-        source.kind in "iu" and dtype.kind == "f" and 2 * source.itemsize > dtype.itemsize)
+        source.kind in "iu" and 2 * source.itemsize > dtype.itemsize)
     if widening:
         return data.astype(dtype)
     with np.errstate(all="ignore"):
         converted = data.astype(dtype)
-        back = converted.astype(source)
-    if not np.array_equal(back, data, equal_nan=source.kind == "f"):
-        raise InvalidRequestError(
-            f"input {name!r}: {given} values are not exactly representable as {declared}")
+    _check_exact(name, data, converted, given, declared)
     return converted
+
+
+def _check_int_range(
+    name: str, data: np.ndarray, given: str, declared: str, dtype: np.dtype
+) -> None:
+    """Every integer within ``dtype``'s range, compared exactly (as Python ints)."""
+    if not data.size or np.can_cast(data.dtype, dtype, casting="safe"):
+        return
+    info = np.iinfo(dtype)
+    low, high = int(data.min()), int(data.max())
+    if low < info.min or high > info.max:
+        value = low if low < info.min else high
+        raise InvalidRequestError(
+            f"input {name!r}: {given} value {value} is out of range for {declared}")
+
+
+def _check_exact(
+    name: str, data: np.ndarray, converted: np.ndarray, given: str, declared: str
+) -> None:
+    """``converted`` holds every value of ``data`` unchanged (NaN equal to NaN)."""
+    overflow = np.isinf(converted) & np.isfinite(data)
+    if overflow.any():
+        value = data.flat[int(np.argmax(overflow))]
+        raise InvalidRequestError(
+            f"input {name!r}: {given} value {value} overflows {declared}")
+    if data.dtype.kind in "iu":
+        # Casting a float outside the integer range back is undefined: a rounded value
+        # that left the range was changed by the conversion.
+        info = np.iinfo(data.dtype)
+        limit = 2.0 ** (info.bits - (info.min < 0))
+        outside = (converted < -limit if info.min < 0 else converted < 0) | (converted >= limit)
+        with np.errstate(all="ignore"):
+            back = np.where(outside, 0, converted).astype(data.dtype)
+        changed = outside | (back != data)
+    else:
+        back = converted.astype(data.dtype)
+        changed = (back != data) & ~(np.isnan(back) & np.isnan(data))
+    if changed.any():
+        value = data.flat[int(np.argmax(changed))]
+        raise InvalidRequestError(
+            f"input {name!r}: {given} values are not exactly representable as "
+            f"{declared} (value {value})")
