@@ -14,7 +14,13 @@ Policy (in the spirit of Triton's dynamic batcher):
   it; the batch goes as soon as it holds ``max_batch_size`` rows. With a wait of 0 and
   an empty queue a request runs at once, alone.
 * A request of ``max_batch_size`` rows or more, or any request when
-  ``max_batch_size == 1``, runs alone without merging.
+  ``max_batch_size == 1``, runs alone without merging (at once when a worker is free,
+  otherwise in its turn in the queue).
+* The queue is bounded: a request that would take the rows waiting past
+  ``max_queue_rows`` is refused at once with
+  :class:`~protos.errors.OverloadedError` (429 / RESOURCE_EXHAUSTED, ``Retry-After``)
+  and counted through :attr:`BatchingWrapper.on_reject`. A request finding the queue
+  empty is always admitted, so one larger than the bound is still served.
 * Only requests whose inputs agree on names, dtypes and non-batch dimensions are
   merged; others go in a later batch.
 * If ``predict`` raises, every caller of that batch gets an
@@ -31,13 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from protos.errors import ArbiterError, InferenceError
+from protos.errors import ArbiterError, InferenceError, OverloadedError
 from protos.protocol import ModelMetadata
 from wrappers.base import ModelWrapper, framework_error
 
-__all__ = ["BatchingWrapper"]
+__all__ = ["BatchingWrapper", "DEFAULT_MAX_QUEUE_ROWS"]
 
 Arrays = dict[str, np.ndarray]
+
+DEFAULT_MAX_QUEUE_ROWS = 4096
+"""Default bound of the rows waiting for a predict call."""
 
 
 class _Pending:
@@ -66,6 +75,8 @@ class BatchingWrapper(ModelWrapper):
         max_concurrency: predict calls that may run at once (>= 1).
         executor: where predict runs; default a private pool of ``max_concurrency``
             threads, shut down by :meth:`unload`.
+        max_queue_rows: most rows that may wait for a predict call (>= 1).
+        name: the model's name, for messages.
 
     Raises:
         ValueError: a limit is out of range.
@@ -78,14 +89,20 @@ class BatchingWrapper(ModelWrapper):
         max_batch_wait_ms: float = 2.0,
         max_concurrency: int = 1,
         executor: Executor | None = None,
+        *,
+        max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
+        name: str = "model",
     ) -> None:
-        if max_batch_size < 1 or max_batch_wait_ms < 0 or max_concurrency < 1:
+        if (max_batch_size < 1 or max_batch_wait_ms < 0 or max_concurrency < 1
+                or max_queue_rows < 1):
             raise ValueError("need max_batch_size >= 1, max_batch_wait_ms >= 0, "
-                             "max_concurrency >= 1")
+                             "max_concurrency >= 1, max_queue_rows >= 1")
         self.inner = inner
+        self.name = name
         self.max_batch_size = max_batch_size
         self.max_batch_wait_s = max_batch_wait_ms / 1000.0
         self.max_concurrency = max_concurrency
+        self.max_queue_rows = max_queue_rows
         self._own_executor = executor is None
         self._executor = executor or self._new_executor()
         self._executor_closed = False
@@ -97,6 +114,8 @@ class BatchingWrapper(ModelWrapper):
         """Number of inner predict calls made through :meth:`submit` (for tests, stats)."""
         self.on_batch: Callable[[int], None] | None = None
         """Called with the row count of every predict call (the server's batch metric)."""
+        self.on_reject: Callable[[], None] | None = None
+        """Called for every request refused because the queue was full."""
 
     @property
     def platform(self) -> str:  # type: ignore[override]
@@ -139,24 +158,39 @@ class BatchingWrapper(ModelWrapper):
             Output name -> array holding exactly this request's rows.
 
         Raises:
+            OverloadedError: the queue holds rows and these would take it past
+                ``max_queue_rows``.
             InferenceError: the model raised (for every caller of the batch) or
                 returned outputs whose first dimension is not the batch size.
             ArbiterError: raised by the model, passed on.
         """
         rows = _rows(inputs)
         loop = asyncio.get_running_loop()
-        if (
-            self.max_batch_size == 1
-            or rows >= self.max_batch_size
-            or (self.max_batch_wait_s == 0 and not self._queue
-                and self._in_flight < self.max_concurrency)
-        ):
+        idle = not self._queue and self._in_flight < self.max_concurrency
+        if idle and (self.max_batch_size == 1 or rows >= self.max_batch_size
+                     or self.max_batch_wait_s == 0):
             return await self._run_alone(loop, inputs)
-        future: asyncio.Future[Arrays] = loop.create_future()
-        self._queue.append(_Pending(inputs, rows, future))
+        self._admit(rows)
+        pending = _Pending(inputs, rows, loop.create_future())
+        self._queue.append(pending)
         self._queued_rows += rows
         self._schedule(loop)
-        return await future
+        try:
+            return await pending.future
+        finally:
+            if pending.future.cancelled() and pending in self._queue:
+                self._queue.remove(pending)
+                self._queued_rows -= rows
+
+    def _admit(self, rows: int) -> None:
+        """Refuse ``rows`` when the queue holds rows and would go past its bound."""
+        queued = self._queued_rows
+        if queued and queued + rows > self.max_queue_rows:
+            if self.on_reject is not None:
+                self.on_reject()
+            raise OverloadedError(
+                f"model {self.name!r} is overloaded: {queued} rows are queued and "
+                f"{rows} more would pass max_queue_rows {self.max_queue_rows}; retry later")
 
     def _count(self, rows: int) -> None:
         self.predict_calls += 1
@@ -207,14 +241,16 @@ class BatchingWrapper(ModelWrapper):
         self._schedule(loop)
 
     def _take_batch(self) -> list[_Pending]:
-        """Pop up to ``max_batch_size`` rows of live requests sharing the head's key."""
+        """Pop the head and the following live requests sharing its key, up to
+        ``max_batch_size`` rows (a head of that many rows or more goes alone)."""
         queue = [p for p in self._queue if not p.future.done()]  # drop cancelled
         if not queue:
             self._queue, self._queued_rows = [], 0
             return []
-        key, batch, rest, rows = queue[0].key, [], [], 0
-        for pending in queue:
-            if pending.key == key and rows + pending.rows <= self.max_batch_size:
+        head = queue[0]
+        batch, rest, rows = [head], [], head.rows
+        for pending in queue[1:]:
+            if pending.key == head.key and rows + pending.rows <= self.max_batch_size:
                 batch.append(pending)
                 rows += pending.rows
             else:

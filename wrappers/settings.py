@@ -11,6 +11,7 @@ Example (``examples/credit/models/mlp.yaml``)::
               {name: probabilities, datatype: FP32, shape: [-1, 2]}]
     max_batch_size: 64
     max_batch_wait_ms: 2
+    max_queue_rows: 4096
 
 Settings are parsed once at start-up and passed down; nothing on the request path
 touches pydantic.
@@ -110,6 +111,13 @@ class ModelSettings(BaseModel):
     max_concurrency: int = Field(
         default=1, ge=1, le=64,
         description="Predict calls of this model that may run at once (worker threads).",
+    )
+    max_queue_rows: int = Field(
+        default=4096, ge=1, le=2**24,
+        description="Most rows that may wait for a predict call in the batching queue; "
+        "a request that would go past it is refused at once with 429 / "
+        "RESOURCE_EXHAUSTED and Retry-After (a request finding the queue empty is "
+        "always admitted).",
     )
     probe_on_load: bool = Field(
         default=True,

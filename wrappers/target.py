@@ -9,8 +9,10 @@ Construction, as the ``arbiter serve-model`` CLI does it::
 
 ``ModelTarget(wrapper, settings, *, executor=None)`` wraps ``wrapper`` in a
 :class:`~wrappers.batching.BatchingWrapper` configured by ``settings.max_batch_size``,
-``max_batch_wait_ms`` and ``max_concurrency`` (pass an already built
-``BatchingWrapper`` to keep yours).
+``max_batch_wait_ms``, ``max_concurrency`` and ``max_queue_rows`` (pass an already
+built ``BatchingWrapper`` to keep yours). A :class:`~protos.server.app.Server` serving
+the target calls :meth:`ModelTarget.bind_metrics`, so its batch sizes and queue
+rejections are exported.
 
 All request validation lives here, once for every framework:
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +51,9 @@ from protos.protocol import (
 from wrappers.base import ModelWrapper
 from wrappers.batching import BatchingWrapper
 from wrappers.settings import ModelSettings
+
+if TYPE_CHECKING:
+    from protos.server.metrics import ServerMetrics
 
 __all__ = ["ModelTarget", "convert_datatype"]
 
@@ -72,6 +78,7 @@ class ModelTarget:
         self.batcher = wrapper if isinstance(wrapper, BatchingWrapper) else BatchingWrapper(
             wrapper, settings.max_batch_size, settings.max_batch_wait_ms,
             settings.max_concurrency, executor,
+            max_queue_rows=settings.max_queue_rows, name=settings.name,
         )
         self._ready = False
         self._metadata = self._with_identity(self.batcher.metadata())
@@ -119,6 +126,13 @@ class ModelTarget:
                 f"(set probe_on_load: false if it rejects all-zero rows): {message}"
             ) from None
 
+    def bind_metrics(self, metrics: ServerMetrics) -> None:
+        """Export this model's batch sizes (``arbiter_batch_rows``) and batching-queue
+        rejections (``arbiter_batch_queue_rejected_requests_total``) through the
+        serving server's metrics."""
+        self.batcher.on_batch = metrics.batch_size.labels(self.name).observe
+        self.batcher.on_reject = metrics.queue_rejections.labels(self.name).inc
+
     async def unload(self) -> None:
         """Stop serving and release the model (in a worker thread)."""
         self._ready = False
@@ -149,6 +163,7 @@ class ModelTarget:
 
         Raises:
             ModelNotReadyError: the model is not loaded.
+            OverloadedError: the batching queue is full.
             InvalidRequestError: the request does not match the metadata (see module
                 docstring).
             InferenceError: the model raised or produced an invalid output.

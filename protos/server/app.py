@@ -23,7 +23,7 @@ from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.registry import ModelRegistry
 from protos.server import grpc as grpc_server
 from protos.server import rest
-from protos.server.metrics import ServerMetrics
+from protos.server.metrics import MetricsBound, ServerMetrics
 
 __all__ = ["ServerOptions", "Server", "Hook"]
 
@@ -57,6 +57,9 @@ class ServerOptions:
 class Server:
     """REST + gRPC server of a :class:`ModelRegistry`.
 
+    Targets that export metrics of their own (:class:`MetricsBound`, such as a local
+    model's batching queue) are bound to this server's metrics when it is built.
+
     Args:
         registry: the targets served.
         options: ports and limits.
@@ -82,6 +85,10 @@ class Server:
         self.options = options or ServerOptions()
         self.metrics_registry = metrics_registry or CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry, lambda n: n in registry.names())
+        for name in registry.names():
+            target = registry.get(name)
+            if isinstance(target, MetricsBound):
+                target.bind_metrics(self.metrics)
         self.app = rest.build_app(
             registry, self.metrics, max_body_bytes=self.options.max_body_bytes,
             max_tensor_elements=self.options.max_tensor_elements, extra_routes=extra_routes,

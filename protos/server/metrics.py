@@ -7,11 +7,13 @@ configuration, never from a raw path or an id: an unknown name is recorded as
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 disable_created_metrics()  # no *_created series: they double every counter's cardinality
 
-__all__ = ["ServerMetrics", "UNKNOWN", "LATENCY_BUCKETS"]
+__all__ = ["ServerMetrics", "MetricsBound", "UNKNOWN", "LATENCY_BUCKETS"]
 
 UNKNOWN = "_unknown"
 LATENCY_BUCKETS = (
@@ -42,6 +44,12 @@ class ServerMetrics:
             "arbiter_batch_rows", "Rows per model invocation after adaptive batching.",
             ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry,
         )
+        self.queue_rejections = Counter(
+            "arbiter_batch_queue_rejected_requests",
+            "Requests refused with 429 / RESOURCE_EXHAUSTED because the model's batching "
+            "queue was full.",
+            ["model"], registry=registry,
+        )
         self._children: dict[tuple[str, str, str], tuple] = {}
 
     def observe(self, model: str, protocol: str, code: str, seconds: float) -> None:
@@ -57,3 +65,13 @@ class ServerMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+@runtime_checkable
+class MetricsBound(Protocol):
+    """A target that exports metrics of its own (a local model's batching) through the
+    server serving it; the server calls :meth:`bind_metrics` once, when it is built."""
+
+    def bind_metrics(self, metrics: ServerMetrics) -> None:
+        """Attach the target's counters to ``metrics``."""
+        ...
