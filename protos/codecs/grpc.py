@@ -164,8 +164,11 @@ def request_from_pb(message: Any, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -
         UnsupportedError: datatype BF16.
     """
     raw = message.raw_input_contents
-    if raw and any(t.HasField("contents") for t in message.inputs):
-        raise InvalidRequestError("raw_input_contents and contents cannot be mixed")
+    typed = next((t.name for t in message.inputs if t.HasField("contents")), None)
+    if raw and typed is not None:
+        raise InvalidRequestError(
+            f"tensor {typed!r} has contents while the request has raw_input_contents; "
+            "the two cannot be mixed")
     if raw and len(raw) != len(message.inputs):
         raise InvalidRequestError(
             f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs"
