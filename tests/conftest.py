@@ -8,6 +8,9 @@ three real wrapper pods serving them (scikit-learn, ONNX Runtime, PyTorch), each
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 from examples.credit.encoding import load_frame
 from examples.credit.train import artifact_paths, train
 from tests.fakes import model_pod
+from tests.postgres import PostgresServer, postgres_available
 from tests.servers import ServerThread
 from wrappers.loader import wrapper_from_settings
 from wrappers.settings import load_settings
@@ -59,3 +63,30 @@ def gbm_pod(credit_models: dict[str, Path]) -> Iterator[ServerThread]:
 def mlp_pod(credit_models: dict[str, Path]) -> Iterator[ServerThread]:
     """``credit-mlp`` (TorchScript, version 1) served over REST and gRPC."""
     yield from _credit_pod(credit_models, "mlp")
+
+
+REQUIRE_POSTGRES_ENV = "ARBITER_REQUIRE_POSTGRES"
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (see ``tests/postgres.py``).
+
+    Skips when the server binaries are missing, or fails when ``ARBITER_REQUIRE_POSTGRES=1``
+    (as in CI, which must never skip the PostgreSQL tests silently).
+    """
+    problem = postgres_available()
+    if problem is not None:
+        if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
+            pytest.fail(f"{problem} ({REQUIRE_POSTGRES_ENV}=1)")
+        pytest.skip(problem)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """DSN of a fresh, empty database of its own for this test on ``postgres_server``."""
+    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())
+    return postgres_server.create_database(f"t{next(_database_numbers)}_{slug}"[:63])
