@@ -32,6 +32,7 @@ All request validation lives here, once for every framework:
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
@@ -48,9 +49,11 @@ from protos.protocol import (
     dtype_of,
     new_id,
 )
+from protos.statistics import ModelStatistics
 from wrappers.base import ModelWrapper
 from wrappers.batching import BatchingWrapper
 from wrappers.settings import ModelSettings
+from wrappers.timing import TimedArrays, TimedWrapper
 
 if TYPE_CHECKING:
     from protos.server.metrics import ServerMetrics
@@ -68,6 +71,11 @@ class ModelTarget:
 
     Attributes:
         name: the model name (``settings.name``).
+        statistics: Triton statistics of the model; this target records each served
+            request's phases and each execution (the registry its outcome). Queue and
+            compute_infer are told apart when the target builds its batcher
+            (:mod:`wrappers.timing`); behind a given ``BatchingWrapper`` the whole
+            batcher wait counts as compute_infer.
     """
 
     def __init__(
@@ -75,11 +83,18 @@ class ModelTarget:
     ) -> None:
         self.name = settings.name
         self.settings = settings
-        self.batcher = wrapper if isinstance(wrapper, BatchingWrapper) else BatchingWrapper(
-            wrapper, settings.max_batch_size, settings.max_batch_wait_ms,
-            settings.max_concurrency, executor,
-            max_queue_rows=settings.max_queue_rows, name=settings.name,
-        )
+        self.statistics = ModelStatistics()
+        self._model = wrapper  # probed directly, so the probe is not a served execution
+        self._timed: TimedWrapper | None = None
+        if isinstance(wrapper, BatchingWrapper):
+            self.batcher = wrapper
+        else:
+            self._timed = TimedWrapper(wrapper, self.statistics)
+            self.batcher = BatchingWrapper(
+                self._timed, settings.max_batch_size, settings.max_batch_wait_ms,
+                settings.max_concurrency, executor,
+                max_queue_rows=settings.max_queue_rows, name=settings.name,
+            )
         self._ready = False
         self._metadata = self._with_identity(self.batcher.metadata())
         self._inputs: dict[str, tuple[TensorMetadata, np.dtype]] = {}
@@ -115,7 +130,7 @@ class ModelTarget:
             inputs[declared.name] = np.zeros([1 if d == -1 else d for d in declared.shape],
                                              dtype=dtype)
         try:
-            arrays = self.batcher.predict(inputs)
+            arrays = self._model.predict(inputs)
             for name in self._outputs:
                 self._output_tensor(name, {}, arrays)
         except Exception as exc:  # noqa: BLE001 - any failure here is a contract failure
@@ -141,6 +156,17 @@ class ModelTarget:
     def ready(self) -> bool:
         """Whether :meth:`load` has finished and :meth:`unload` has not been called."""
         return self._ready
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most rows merged into one predict call; 0 when batching is off (1 row)."""
+        size = self.batcher.max_batch_size
+        return size if size > 1 else 0
+
+    @property
+    def max_queue_delay_us(self) -> int:
+        """Longest wait of a request for its batch to fill, in microseconds."""
+        return round(self.batcher.max_batch_wait_s * 1e6)
 
     def metadata(self) -> ModelMetadata:
         """OIP metadata: the wrapper's, named ``settings.name``, versioned by settings."""
@@ -170,16 +196,35 @@ class ModelTarget:
         """
         if not self._ready:
             raise ModelNotReadyError(f"model {self.name!r} is not ready")
+        start = time.perf_counter_ns()
         inputs = self._validate_inputs(request)
         wanted = self._requested_outputs(request)
+        submitted = time.perf_counter_ns()
         arrays = await self.batcher.submit(inputs)
+        answered = time.perf_counter_ns()
+        outputs = [self._output_tensor(n, p, arrays) for n, p in wanted]
+        waited = answered - submitted
+        infer_ns = self._infer_ns(arrays, waited)
+        self.statistics.record_phases(
+            queue_ns=waited - infer_ns, input_ns=submitted - start, infer_ns=infer_ns,
+            output_ns=time.perf_counter_ns() - answered,
+        )
         return InferenceResponse(
             model_name=self.name,
-            outputs=[self._output_tensor(n, p, arrays) for n, p in wanted],
+            outputs=outputs,
             model_version=self.settings.version,
             id=request.id or new_id(),
             parameters=dict(request.parameters),
         )
+
+    def _infer_ns(self, arrays: dict, waited_ns: int) -> int:
+        """The model-execution part of a request's batcher wait (see
+        :mod:`wrappers.timing`)."""
+        if isinstance(arrays, TimedArrays):
+            return min(arrays.infer_ns, waited_ns)
+        if self._timed is None:
+            return waited_ns
+        return min(self._timed.last_ns, waited_ns)
 
     def _validate_inputs(self, request: InferenceRequest) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}

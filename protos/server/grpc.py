@@ -6,7 +6,11 @@ with its ``grpc_code``; anything else is logged and aborts with INTERNAL and a g
 message.
 Response headers of the core travel as trailing metadata.
 
-Source: OIP ``open_inference_grpc.proto``.
+Beside the six OIP RPCs, Triton's ``ModelConfig``, ``ModelStatistics``,
+``RepositoryIndex``, ``RepositoryModelLoad`` and ``RepositoryModelUnload`` serve what the
+REST extensions serve, built from the same registry documents.
+
+Source: OIP ``open_inference_grpc.proto``; Triton ``grpc_service.proto``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
@@ -71,7 +76,8 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The six OIP RPCs over a :class:`ModelRegistry`."""
+    """The six OIP RPCs and Triton's repository, configuration and statistics RPCs
+    over a :class:`ModelRegistry`."""
 
     def __init__(
         self, registry: ModelRegistry, metrics: ServerMetrics,
@@ -118,6 +124,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
         finally:
             self.metrics.observe(request.model_name, "grpc", code, time.perf_counter() - start)
+
+    async def ModelConfig(self, request, context):  # noqa: N802
+        doc = self.registry.model_config(request.name, request.version or None)
+        return json_format.ParseDict({"config": doc}, pb.ModelConfigResponse())
+
+    async def ModelStatistics(self, request, context):  # noqa: N802
+        docs = self.registry.statistics(request.name or None, request.version or None)
+        return json_format.ParseDict({"model_stats": docs}, pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request, context):  # noqa: N802
+        models = self.registry.index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in models]
+        )
+
+    async def RepositoryModelLoad(self, request, context):  # noqa: N802
+        await self.registry.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context):  # noqa: N802
+        await self.registry.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
 
 def build_server(

@@ -34,6 +34,7 @@ from protos.server.http import (
     json_response,
 )
 from protos.server.metrics import ServerMetrics
+from protos.server.triton import add_triton_routes
 from protos.server.v1 import add_v1_routes
 
 __all__ = ["build_app", "body_json", "metadata_doc"]
@@ -164,7 +165,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _repository_index(request: web.Request) -> web.Response:
-    return json_response(request.app[REGISTRY_KEY].index())
+    raw = await request.read()
+    doc = jsonc.loads(raw) if raw.strip() else {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+        raise InvalidRequestError('repository index body must be {"ready": true|false} or empty')
+    return json_response(request.app[REGISTRY_KEY].index(ready_only=doc.get("ready", False)))
 
 
 async def _repository_load(request: web.Request) -> web.Response:
@@ -207,6 +212,7 @@ def build_app(
     add("POST", "/v2/repository/index", _repository_index)
     add("POST", "/v2/repository/models/{model}/load", _repository_load)
     add("POST", "/v2/repository/models/{model}/unload", _repository_unload)
+    add_triton_routes(app)
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         add("GET", prefix, _model_metadata)
         add("GET", prefix + "/ready", _model_ready)
