@@ -6,10 +6,11 @@ Usage: ``python -m protos.generate [OUT_DIR]`` (default: this folder). Needs
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
-PROTOS = ("open_inference.proto", "arbiter.proto")
+PROTOS = ("open_inference.proto", "arbiter.proto", "seldon.proto")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,11 +23,13 @@ def generate(out_dir: Path) -> None:
     """
     from grpc_tools import protoc
 
+    well_known = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
     (out_dir / "protos").mkdir(parents=True, exist_ok=True)
     for proto in PROTOS:
         args = [
             "protoc",
             f"-I{ROOT}",
+            f"-I{well_known}",
             f"--python_out={out_dir}",
             f"--pyi_out={out_dir}",
             f"--grpc_python_out={out_dir}",
@@ -57,7 +60,23 @@ def _use_private_pool(module: Path) -> None:
         "from google.protobuf.internal import builder as _builder\nfrom protos import POOL\n",
         1,
     )
+    text = _WELL_KNOWN_IMPORT.sub(_register_well_known, text)
     module.write_text(text)
+
+
+_WELL_KNOWN_IMPORT = re.compile(
+    r"^from google\.protobuf import (\w+_pb2) as (\w+)\n", re.MULTILINE
+)
+
+
+def _register_well_known(match: re.Match[str]) -> str:
+    """After each import of a well-known type (``google/protobuf/struct.proto``), add
+    its file to ``protos.POOL`` too, so descriptors that use it resolve there."""
+    module, alias = match.group(1), match.group(2)
+    return (
+        f"from google.protobuf import {module} as {alias}\n"
+        f"POOL.AddSerializedFile({alias}.DESCRIPTOR.serialized_pb)\n"
+    )
 
 
 if __name__ == "__main__":
