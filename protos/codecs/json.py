@@ -115,6 +115,11 @@ def request_from_json(
     if not isinstance(doc, dict):
         raise InvalidRequestError("request body must be a JSON object")
     inputs = doc.get("inputs")
+    if inputs is None and any(k in doc for k in ("data", "jsonData", "strData")):
+        raise InvalidRequestError(
+            'this path expects an Open Inference Protocol request ({"inputs": [...]}); the '
+            "body is a Seldon Core SeldonMessage: send it to a gateway's "
+            "POST /api/v1.0/predictions")
     if not isinstance(inputs, list):
         raise InvalidRequestError("'inputs' must be a list of tensors")
     parameters = check_parameters(doc.get("parameters"), "the request")
