@@ -36,6 +36,7 @@ from gateway.dataplane import Deployment
 from gateway.decisions import DecisionStore
 from gateway.explaining import ExplainHub
 from gateway.metrics import GatewayMetrics
+from gateway.seldon import add_seldon_routes, add_seldon_service
 from gateway.upstream import UpstreamModel, connect
 from protos import arbiter_pb2, arbiter_pb2_grpc
 from protos.errors import InvalidRequestError, ModelNotFoundError
@@ -217,6 +218,7 @@ def _routes(gateway: Gateway):
         app.router.add_get("/v2/deployments", deployments)
         app.router.add_get("/v2/deployments/{deployment}", deployment)
         app.router.add_post("/v2/deployments/{deployment}/promote", promote)
+        add_seldon_routes(app, gateway)
 
     return add
 
@@ -258,6 +260,7 @@ def build_gateway(
         arbiter_pb2_grpc.add_DecisionServiceServicer_to_server(
             guarded(DecisionServicer(gateway)), server
         )
+        add_seldon_service(server, gateway)
 
     server = Server(
         gateway.registry, options, metrics_registry=gateway.metrics_registry,
