@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -52,19 +52,35 @@ from protos.codecs import json as jsonc
 from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.errors import ArbiterError, InvalidRequestError, UnsupportedError
 from protos.protocol import InferenceRequest, RequestedOutput
+from protos.registry import ModelRegistry
 from protos.server.grpc import guarded
 from protos.server.http import MAX_ELEMENTS_KEY, METRICS_KEY, json_response
 from protos.server.metrics import ServerMetrics
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
-
-__all__ = ["SeldonAPI", "add_seldon_routes", "add_seldon_service", "seldon_error"]
+__all__ = [
+    "SeldonGateway", "SeldonAPI", "add_seldon_routes", "add_seldon_service", "seldon_error",
+]
 
 log = logging.getLogger("arbiter.seldon")
 
 EXTENSION = "seldon_v1"
 """Advertised at ``GET /v2`` when the Seldon routes are served."""
+
+
+class SeldonGateway(Protocol):
+    """What the Seldon endpoints use of a :class:`gateway.app.Gateway`."""
+
+    deployments: dict[str, Any]
+    registry: ModelRegistry
+    config: Any
+
+    def deployment(self, name: str) -> Any:
+        """The deployment ``name`` (raises ModelNotFoundError)."""
+        ...
+
+    async def feedback(self, name: str, body: Any) -> list[dict[str, Any]]:
+        """Apply feedback items to deployment ``name``."""
+        ...
 
 
 class SeldonAPI:
@@ -78,7 +94,7 @@ class SeldonAPI:
         max_elements: most elements a request tensor may hold.
     """
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: SeldonGateway) -> None:
         self.gateway = gateway
         self.metrics: ServerMetrics | None = None
         self.max_elements = DEFAULT_MAX_ELEMENTS
@@ -197,10 +213,10 @@ def _decision_of(message: Any) -> tuple[str, str | None]:
     return decision_id, puid if isinstance(puid, str) else None
 
 
-_APIS: weakref.WeakKeyDictionary[Gateway, SeldonAPI] = weakref.WeakKeyDictionary()
+_APIS: weakref.WeakKeyDictionary[SeldonGateway, SeldonAPI] = weakref.WeakKeyDictionary()
 
 
-def _api(gateway: Gateway) -> SeldonAPI:
+def _api(gateway: SeldonGateway) -> SeldonAPI:
     """The one :class:`SeldonAPI` of ``gateway`` (shared by its REST routes and its gRPC
     service, which are added at different times)."""
     api = _APIS.get(gateway)
@@ -261,7 +277,7 @@ async def _feedback(api: SeldonAPI, message, deployment, request: web.Request):
     return await api.feedback(message, deployment), {}
 
 
-def add_seldon_routes(app: web.Application, gateway: Gateway) -> None:
+def add_seldon_routes(app: web.Application, gateway: SeldonGateway) -> None:
     """Serve the Seldon REST paths of ``gateway`` on ``app`` (and advertise
     ``seldon_v1`` at ``GET /v2``)."""
     api = _api(gateway)
@@ -315,6 +331,6 @@ def _grpc_metadata(context) -> dict[str, str]:
             if isinstance(v, str)}
 
 
-def add_seldon_service(server, gateway: Gateway) -> None:
+def add_seldon_service(server, gateway: SeldonGateway) -> None:
     """Serve ``seldon.protos.Seldon`` for ``gateway`` on a ``grpc.aio`` server."""
     seldon_pb2_grpc.add_SeldonServicer_to_server(guarded(SeldonServicer(_api(gateway))), server)
