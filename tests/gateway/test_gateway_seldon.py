@@ -69,6 +69,13 @@ def test_tensor_prediction_answers_a_tensor(gateway, lr_pod, holdout_x) -> None:
                            "tensor": {"shape": [3], "values": _lr_labels(lr_pod, x)}}
 
 
+def test_json_data_rows_answer_json_data(gateway, lr_pod, holdout_x) -> None:
+    status, _, doc = _post(gateway, "/seldon/ns/plain/api/v1.0/predictions",
+                           {"jsonData": holdout_x[:2].tolist()})
+    assert status == 200
+    assert doc["jsonData"] == _lr_labels(lr_pod, holdout_x[:2]) and "data" not in doc
+
+
 def test_routing_index_names_the_routed_arm(gateway, holdout_x) -> None:
     seen = set()
     for _ in range(12):
