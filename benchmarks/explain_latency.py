@@ -48,9 +48,10 @@ def write_config(run_dir: Path, nsamples: int, background: int) -> tuple[Path, i
         "models": {"gbm": {"url": f"grpc://127.0.0.1:{grpc}", "name": "credit-gbm"}},
         "deployments": {"plain": {"router": route},
                         "explained": {"router": route, "explain": explain}},
-        "decisions": {"sqlite_path": str(run_dir / "decisions.sqlite")},
+        "store": {"kind": "sqlite", "path": str(run_dir / "arbiter.sqlite")},
     }
-    (run_dir / "decisions.sqlite").unlink(missing_ok=True)
+    for stale in run_dir.glob("arbiter.sqlite*"):
+        stale.unlink()
     run = {"pods": {"gbm": {"settings": str(MODELS / "gbm.yaml"), "http_port": http,
                             "grpc_port": grpc}},
            "gateway": {"config": "gateway.yaml", "http_port": gw_http, "grpc_port": gw_grpc}}

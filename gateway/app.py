@@ -6,8 +6,8 @@ REST, beside the OIP endpoints (each deployment is an OIP model):
 ========  ===========================================  =================================
 verb      path                                         what
 ========  ===========================================  =================================
-POST      /v2/deployments/{deployment}/feedback        ``{"decision_id", "reward"|"truth"}``
-                                                       or a list of them
+POST      /v2/deployments/{deployment}/feedback        ``{"decision_id", "reward"|"truth"
+                                                       [, "correction": true]}`` or a list
 GET       /v2/decisions/{decision_id}                  the decision record
 GET       /v2/deployments                              every deployment's state
 GET       /v2/deployments/{deployment}                 router state, shadow agreement
@@ -32,8 +32,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.config import ConfigError, GatewayConfig, load_config, router_models
-from gateway.dataplane import Deployment
-from gateway.decisions import DecisionStore
+from gateway.decisions import StoreMetrics, build_store
+from gateway.deployment import Deployment
 from gateway.explaining import ExplainHub
 from gateway.metrics import GatewayMetrics
 from gateway.seldon import add_seldon_routes, add_seldon_service
@@ -45,7 +45,7 @@ from protos.server import rest
 from protos.server.app import Server, ServerOptions
 from protos.server.grpc import guarded
 from protos.server.http import json_response
-from routers import InMemoryStateStore, SQLiteStateStore, build_router
+from routers import build_router
 
 __all__ = ["Gateway", "build_gateway", "run_gateway"]
 
@@ -65,10 +65,10 @@ class Gateway:
         self.upstream_wait_s = upstream_wait_s
         self.metrics_registry = CollectorRegistry()
         self.metrics = GatewayMetrics(self.metrics_registry)
-        self.store = DecisionStore(
-            config.decisions, on_write_error=self.metrics.decisions_dropped.inc
-        )
-        self.state = self._state_store(config)
+        self.store = build_store(config.store, StoreMetrics(
+            write_errors=self.metrics.decisions_dropped.inc,
+            queue_depth=self.metrics.decision_queue.set,
+        ))
         self.upstreams: dict[str, UpstreamModel] = {
             key: connect(key, ref) for key, ref in config.models.items()
         }
@@ -76,34 +76,30 @@ class Gateway:
         self.deployments = {name: self._deployment(name) for name in config.deployments}
         self.registry = ModelRegistry(self.deployments.values())
 
-    @staticmethod
-    def _state_store(config: GatewayConfig):
-        if config.state.kind != "sqlite":
-            return InMemoryStateStore()
-        path = config.state.sqlite_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SQLiteStateStore(path)
-
     def _deployment(self, name: str) -> Deployment:
         spec = self.config.deployments[name]
         rng = random.Random(spec.seed)
-        router = build_router(name, spec.router, rng=rng, clock=time.time, store=self.state)
+        router = build_router(name, spec.router, rng=rng, clock=time.time,
+                              store=self.store.state)
         upstreams = {key: self.upstreams[key] for key in router_models(spec.router)}
         explain = self.explain.hook(name) if spec.explain and spec.explain.mode != "off" else None
         return Deployment(
             name, spec, router, upstreams, self.store, self.metrics, explain,
             on_promotion=self.explain.on_promotion,
+            idempotency_window_s=self.config.store.idempotency_window_s,
+            wait_for_commit=self.config.store.decision_writes == "before_answer",
         )
 
     async def start(self) -> None:
-        """Open the decision log, reach every model pod, check each deployment's
-        contract, start the explainers.
+        """Open the store, reach every model pod, check each deployment's contract,
+        start the explainers.
 
         Raises:
+            StoreError: the store cannot be opened.
             UpstreamUnavailableError: a pod did not answer within ``upstream_wait_s``.
             ConfigError: models of one deployment disagree on inputs/outputs.
         """
-        await self.store.open()
+        await self.store.open(list(self.deployments))
         await asyncio.gather(*(u.wait_ready(self.upstream_wait_s) for u in self.upstreams.values()))
         for deployment in self.deployments.values():
             check_contract(deployment)
@@ -111,7 +107,7 @@ class Gateway:
         await self.explain.start(self.deployments)
 
     async def stop(self) -> None:
-        """Drain shadows and explanations, flush the log, close the pools."""
+        """Drain shadows and explanations, commit queued writes, close the pools."""
         for deployment in self.deployments.values():
             await deployment.drain()
         await self.explain.close()
@@ -146,26 +142,17 @@ class Gateway:
                 await deployment.check_feedback(item)
         return [await deployment.feedback(item) for item in items]
 
-    def promote(self, name: str, body: Any) -> dict[str, Any]:
+    async def promote(self, name: str, body: Any) -> dict[str, Any]:
         """Manual promotion of a challenger.
 
         Raises:
-            InvalidRequestError: not a champion-challenger deployment, or not a challenger.
+            InvalidRequestError: not a champion-challenger deployment, not a challenger,
+                or the champion changed meanwhile.
         """
-        deployment = self.deployment(name)
-        router = deployment.router
-        if not hasattr(router, "promote"):
-            raise InvalidRequestError(f"deployment {name!r} has no champion to promote over")
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str):
             raise InvalidRequestError("promotion needs a string 'model'")
-        try:
-            record = router.promote(model, reason="manual")
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc)) from None
-        self.metrics.promotions.labels(name).inc()
-        self.explain.on_promotion(name)
-        return record
+        return await self.deployment(name).promote(model)
 
 
 def check_contract(deployment: Deployment) -> None:
@@ -210,7 +197,7 @@ def _routes(gateway: Gateway):
 
     async def promote(request: web.Request) -> web.Response:
         body = rest.body_json(await request.read())
-        return json_response(gateway.promote(request.match_info["deployment"], body))
+        return json_response(await gateway.promote(request.match_info["deployment"], body))
 
     def add(app: web.Application) -> None:
         app.router.add_post("/v2/deployments/{deployment}/feedback", feedback)
@@ -237,6 +224,8 @@ class DecisionServicer(arbiter_pb2_grpc.DecisionServiceServicer):
                 doc["reward"] = item.reward
             elif item.WhichOneof("outcome") == "truth_json":
                 doc["truth"] = rest.body_json(item.truth_json.encode())
+            if item.correction:
+                doc["correction"] = True
             items.append(doc)
         results = await self.gateway.feedback(request.deployment, items)
         return arbiter_pb2.FeedbackResponse(results=[

@@ -63,8 +63,7 @@ class ExplainHub:
         self.metrics.explanation_queue.labels(name).set(worker.stats.queue_depth)
         results = [(await f).to_dict() for f in futures]
         document = results[0] if len(results) == 1 else _combine(results)
-        decision.explanation = document
-        self.store.touch(decision)
+        self.store.attach_explanation(decision.id, document)
         for result in results:
             self.metrics.explanations.labels(name, result["status"]).inc()
             if result.get("latency_s") is not None:

@@ -64,7 +64,14 @@ class GatewayMetrics:
             registry=r,
         )
         self.decisions_dropped = Counter(
-            "arbiter_decision_log_errors", "Decision-log writes that failed.", registry=r,
+            "arbiter_decision_write_errors",
+            "Queued decision-store writes (decisions, shadow outputs, explanations) lost "
+            "after retries.", registry=r,
+        )
+        self.decision_queue = Gauge(
+            "arbiter_decision_write_queue",
+            "Decision-store writes waiting in the write-behind queue (what a crash would "
+            "lose at most).", registry=r,
         )
         self.explanations = Counter(
             "arbiter_explanations", "Explanations by deployment and status "

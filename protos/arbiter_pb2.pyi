@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Feedback(_message.Message):
-    __slots__ = ("decision_id", "reward", "truth_json")
+    __slots__ = ("decision_id", "reward", "truth_json", "correction")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     TRUTH_JSON_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     reward: float
     truth_json: str
-    def __init__(self, decision_id: _Optional[str] = ..., reward: _Optional[float] = ..., truth_json: _Optional[str] = ...) -> None: ...
+    correction: bool
+    def __init__(self, decision_id: _Optional[str] = ..., reward: _Optional[float] = ..., truth_json: _Optional[str] = ..., correction: _Optional[bool] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("deployment", "feedback")

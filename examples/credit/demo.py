@@ -63,8 +63,9 @@ def write_run_files(models: Path, run_dir: Path) -> tuple[Path, dict[str, int]]:
     explain = gateway["deployments"]["credit-cc"]["explain"]
     explain["encoding"] = str(models / "encoding.json")
     explain["reference_data"] = str(models / "reference.npy")
-    gateway["decisions"]["sqlite_path"] = str(run_dir / "decisions.sqlite")
-    (run_dir / "decisions.sqlite").unlink(missing_ok=True)
+    gateway["store"]["path"] = str(run_dir / "arbiter.sqlite")
+    for stale in run_dir.glob("arbiter.sqlite*"):
+        stale.unlink()
     (run_dir / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
     (run_dir / "arbiter.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
     return run_dir / "arbiter.yaml", run["gateway"]

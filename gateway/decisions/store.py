@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config import StoreSpec
 from gateway.decisions.record import Decision
 from routers.state import Learning, StateStore
 
@@ -78,6 +79,9 @@ class StoreMetrics:
 class DecisionStore(ABC):
     """Decisions, feedback, explanations and router state, behind intent-level
     operations (see the module docstring)."""
+
+    spec: StoreSpec
+    """The ``store:`` block of the gateway config."""
 
     state: StateStore
     """The routers' view: arm counts and values, served from a cache (never awaits)."""
@@ -147,6 +151,11 @@ class DecisionStore(ABC):
     async def promote(self, key: str, expected: Any, record: Mapping[str, Any]) -> bool:
         """Compare-and-set router ``key``'s champion (see
         :meth:`routers.state.StateStore.promote`); committed before returning."""
+
+    @abstractmethod
+    def cached(self, decision_id: str) -> Decision | None:
+        """The decision as this process made it (with the shadow outputs it saw), or
+        None: another process's, or evicted from memory (``memory_size``)."""
 
     @abstractmethod
     async def get(self, decision_id: str) -> Decision:

@@ -3,10 +3,9 @@ startup failures: each ends with a clear message, exit code 1 and no process lef
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import json
 import socket
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +27,7 @@ def test_short_replay_report_matches_the_decision_log(tmp_path: Path) -> None:
     assert report["arbiter_up_exit_code"] == 0
     assert report["requests"] == 24 * len(demo.DEPLOYMENTS)
     assert report["feedback"] == {"sent": 72, "accepted": 72}
-    db = sqlite3.connect(tmp_path / "out" / "run" / "decisions.sqlite")
-    docs = [json.loads(row[0]) for row in db.execute("SELECT doc FROM decisions")]
+    docs = _stored_decisions(tmp_path / "out" / "run" / "arbiter.sqlite")
     by_deployment = collections.Counter(d["deployment"] for d in docs)
     assert by_deployment == {name: 24 for name in demo.DEPLOYMENTS}
     bandit = collections.Counter(d["routed"] for d in docs if d["deployment"] == "credit")
@@ -48,6 +46,22 @@ def test_short_replay_report_matches_the_decision_log(tmp_path: Path) -> None:
     )
     assert dict(statuses) == report["explanations"]
     assert (tmp_path / "out" / "traffic_share.png").stat().st_size > 10_000
+
+
+def _stored_decisions(path: Path) -> list[dict]:
+    """Every decision of every demo deployment, read back through the store's API."""
+    from gateway.config import StoreSpec
+    from gateway.decisions import build_store
+
+    async def read() -> list[dict]:
+        store = build_store(StoreSpec(kind="sqlite", path=path))
+        await store.open(list(demo.DEPLOYMENTS))
+        try:
+            return [d.to_doc() for name in demo.DEPLOYMENTS for d in await store.list(name)]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def _run_file(tmp_path: Path, gateway_port: int | None = None, settings: Path | None = None,

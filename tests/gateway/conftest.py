@@ -48,8 +48,8 @@ def gateway_config(pods: dict[str, ServerThread], sqlite_path: Path | None,
     return GatewayConfig.model_validate({
         "models": models,
         "deployments": deployments,
-        "decisions": {"sqlite_path": str(sqlite_path) if sqlite_path else None,
-                      "flush_interval_ms": 5},
+        "store": ({"kind": "sqlite", "path": str(sqlite_path), "flush_interval_ms": 5}
+                  if sqlite_path else {"kind": "memory"}),
     })
 
 
@@ -99,7 +99,7 @@ def gateway(lr_pod, gbm_pod, mlp_pod, slow_pod, failing_pod,
                                    "timeout_s": 0.2},
         }
         pods = {"lr": lr_pod, "gbm": gbm_pod, "mlp": mlp_pod}
-        sqlite = tmp_path_factory.mktemp("gateway") / "decisions.sqlite"
+        sqlite = tmp_path_factory.mktemp("gateway") / "arbiter.sqlite"
         config = gateway_config(pods, sqlite, DEPLOYMENTS, extra)
         server = ServerThread(lambda: build_gateway(config, local_options(), 20)[1])
         server.__enter__()

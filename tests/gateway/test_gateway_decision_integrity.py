@@ -49,23 +49,28 @@ def test_immediate_feedback_scores_every_challenger(gateway, holdout_x) -> None:
         assert sorted(reply["rewards"]) == ["gbm", "lr", "mlp"]
 
 
-def test_reused_request_id_never_overwrites_a_decision(gateway, holdout_x) -> None:
+def test_decision_ids_are_the_servers_never_the_clients(gateway, holdout_x) -> None:
+    """A client's request id is echoed (OIP) but never becomes a decision id, so it can
+    neither be predicted nor claimed first: reusing it makes a second decision."""
     url = gateway.http_url
     request_id = f"reused-{np.random.default_rng().integers(1 << 40)}"
     status, _, first = rest_infer(url, "plain", holdout_x[:1], id=request_id)
     assert status == 200 and first["id"] == request_id
-    assert first["parameters"]["decision_id"] == request_id
-    assert _feedback(url, "plain", {"decision_id": request_id, "reward": 1})[0] == 200
+    first_id = first["parameters"]["decision_id"]
+    assert first_id != request_id and len(first_id) == 32 and int(first_id, 16) >= 0
+    assert _feedback(url, "plain", {"decision_id": first_id, "reward": 1})[0] == 200
+    assert _feedback(url, "plain", {"decision_id": request_id, "reward": 1})[0] == 404
 
     status, _, second = rest_infer(url, "ab", holdout_x[1:2], id=request_id)
     assert status == 200 and second["id"] == request_id  # the OIP id is echoed
     second_id = second["parameters"]["decision_id"]
-    assert second_id != request_id
+    assert second_id not in (request_id, first_id)
 
-    original = _decision(url, request_id)
+    original = _decision(url, first_id)
     assert original["deployment"] == "plain" and original["feedback"]["reward"] == 1
+    assert original["request_id"] == request_id
     assert _decision(url, second_id)["deployment"] == "ab"
-    status, reply = _feedback(url, "plain", {"decision_id": request_id, "reward": 0})
+    status, reply = _feedback(url, "plain", {"decision_id": first_id, "reward": 0})
     assert status == 200 and reply["status"] == "duplicate"
 
 

@@ -62,9 +62,10 @@ def test_rest_inference_through_each_router(gateway, pods, holdout_x, deployment
     params = doc["parameters"]
     routed = params["routed_model"]
     kind = DEPLOYMENTS[deployment]["router"]["kind"]
-    assert doc["id"] == params["decision_id"] == f"rest-{deployment}"
+    assert doc["id"] == f"rest-{deployment}" != params["decision_id"]
+    assert params["propensity"] == pytest.approx(float(headers["x-arbiter-propensity"]))
     assert params["router"] == kind and doc["model_name"] == deployment
-    assert headers["x-arbiter-decision-id"] == doc["id"]
+    assert headers["x-arbiter-decision-id"] == params["decision_id"]
     assert headers["x-arbiter-routed-model"] == routed
     assert headers["x-arbiter-router"] == kind
     want = _direct(pods, routed, x)

@@ -47,7 +47,7 @@ def test_truth_feedback_when_only_probabilities_were_asked(pods, holdout_x, tmp_
 def test_tiny_memory_keeps_every_challenger_output(pods, holdout_x, tmp_path) -> None:
     config = gateway_config(pods, tmp_path / "d.sqlite", {"cc": CC})
     config = config.model_copy(update={
-        "decisions": config.decisions.model_copy(update={"memory_size": 2})})
+        "store": config.store.model_copy(update={"memory_size": 2})})
     with _gateway(config) as gw, concurrent.futures.ThreadPoolExecutor(8) as pool:
         docs = list(pool.map(lambda i: rest_infer(gw.http_url, "cc", holdout_x[i:i + 1])[2],
                              range(40)))
@@ -74,15 +74,6 @@ def test_truth_outside_the_labels_is_400(pods, holdout_x, tmp_path) -> None:
                                                 "truth": [1]})[0] == 200
 
 
-async def test_second_gateway_on_one_log_is_refused(pods, tmp_path) -> None:
-    config = gateway_config(pods, tmp_path / "d.sqlite", {"cc": CC})
-    with _gateway(config):
-        _, server = build_gateway(config, local_options(), 10)
-        with pytest.raises(OSError, match="is in use by another gateway process"):
-            await server.start()
-        await server.stop()
-
-
 def test_feedback_after_an_arm_was_removed(pods, holdout_x, tmp_path) -> None:
     log = tmp_path / "d.sqlite"
     before = gateway_config(pods, log, {"ab": {"router": {"kind": "weighted",
@@ -105,8 +96,8 @@ def test_empty_id_is_absent_and_durable_writes_before_answering(
     log = tmp_path / "d.sqlite"
     config = gateway_config(pods, log, {"plain": {"router": {"kind": "weighted",
                                                              "weights": {"lr": 1}}}})
-    config = config.model_copy(update={"decisions": config.decisions.model_copy(
-        update={"durable": True, "flush_interval_ms": 10_000})})
+    config = config.model_copy(update={"store": config.store.model_copy(
+        update={"decision_writes": "before_answer", "flush_interval_ms": 10_000})})
     with _gateway(config) as gw:
         status, _, doc = rest_infer(gw.http_url, "plain", holdout_x[:1], id="")
         decision_id = doc["parameters"]["decision_id"]

@@ -1,0 +1,418 @@
+"""A gateway deployment: route -> call the routed model -> shadows -> decision ->
+explanation; feedback by decision id; promotion.
+
+The router is synchronous, so routing is atomic under asyncio; all awaiting happens
+here. Every decision gets a fresh server-generated id (UUID4, 122 random bits; the
+client's request ``id`` is only echoed, as OIP requires; a request without one gets
+the decision id as its response ``id``) and the propensity of the router's choice. A request carrying an ``Idempotency-Key`` header (gRPC metadata
+``idempotency-key``) that repeats within ``store.idempotency_window_s`` gets the
+original decision back (same id, same outputs) instead of a second decision.
+
+Feedback is recorded once per decision together with the router counts it changes,
+in one store transaction committed before it is acknowledged; a repeat is reported as
+``duplicate`` and counts nothing; ``"correction": true`` replaces it instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.config import DeploymentSpec
+from gateway.decisions import Decision, DecisionStore, FeedbackRecorded, tensor_doc
+from gateway.explaining import explanation_parameter
+from gateway.feedback import parse_feedback, score_model, score_truth
+from gateway.metrics import GatewayMetrics
+from gateway.shadows import Shadows
+from gateway.upstream import UpstreamModel
+from protos.codecs.json import tensor_from_doc
+from protos.errors import DecisionNotFoundError, InvalidRequestError
+from protos.protocol import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    RequestedOutput,
+    new_id,
+)
+from routers.base import Outcome, Router
+from routers.champion_challenger import ChampionChallengerRouter
+from routers.state import CHAMPION
+
+__all__ = ["Deployment", "IDEMPOTENCY_HEADER"]
+
+log = logging.getLogger("arbiter.deployment")
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+class Deployment:
+    """One deployment, served by the gateway as an OIP model (a ``Target``).
+
+    Args:
+        name: deployment name (the OIP model name clients address).
+        spec: the deployment's config.
+        router: its routing policy (reading ``store.state``).
+        upstreams: model key -> client, for every model the router names.
+        store: the decision store.
+        metrics: gateway metrics.
+        explain: called with each new decision and its request to schedule the
+            explanation; returns an awaitable of the explanation document, or None.
+        on_promotion: called with the deployment name after a promotion.
+        idempotency_window_s: how long an Idempotency-Key keeps its decision (s).
+        wait_for_commit: each response waits for its decision's commit.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: DeploymentSpec,
+        router: Router,
+        upstreams: dict[str, UpstreamModel],
+        store: DecisionStore,
+        metrics: GatewayMetrics,
+        explain: Callable[[Decision, InferenceRequest], Any] | None = None,
+        on_promotion: Callable[[str], None] | None = None,
+        *,
+        idempotency_window_s: float = 86_400.0,
+        wait_for_commit: bool = False,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.router = router
+        self.upstreams = upstreams
+        self.store = store
+        self.metrics = metrics
+        self.explain = explain
+        self.on_promotion = on_promotion or (lambda name: None)
+        self.idempotency_window_s = idempotency_window_s
+        self.wait_for_commit = wait_for_commit
+        self.inline = spec.explain is not None and spec.explain.mode == "inline"
+        self.shadows = Shadows(name, upstreams, store, metrics, spec.max_shadow_in_flight,
+                               spec.feedback.output)
+        self._keyed: dict[str, asyncio.Future[InferenceResponse]] = {}
+        self._route_counters: dict[str, Any] = {}
+
+    # -- Target -----------------------------------------------------------------
+    def metadata(self) -> ModelMetadata:
+        """The primary model's metadata under the deployment's name."""
+        primary = self.upstreams[self.router.primary].metadata()
+        return ModelMetadata(
+            name=self.name, platform=primary.platform, inputs=primary.inputs,
+            outputs=primary.outputs, versions=[],
+            parameters={"router": self.router.kind, "primary": self.router.primary},
+        )
+
+    def ready(self) -> bool:
+        """Whether every model of the deployment has been reached."""
+        return all(u.ready() for u in self.upstreams.values())
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Route ``request``, answer with the routed model's response, record the
+        decision; a repeated Idempotency-Key gets the original decision back.
+
+        Raises:
+            ArbiterError: the routed model's failure (503 unreachable, 504 deadline,
+                400 invalid input, ...); shadows never raise.
+        """
+        key = request.headers.get(IDEMPOTENCY_HEADER) if self.idempotency_window_s else None
+        if not key:
+            return await self._decide(request, None)
+        running = self._keyed.get(key)
+        if running is not None:  # the same key in flight in this process
+            return self._echo(await asyncio.shield(running), request)
+        earlier = await self.store.find(self.name, key, time.time() - self.idempotency_window_s)
+        if earlier is not None:
+            return self._replay(earlier, request)
+        future = self._keyed[key] = asyncio.get_running_loop().create_future()
+        try:
+            response = await self._decide(request, key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            self._keyed.pop(key, None)
+        future.set_result(response)
+        return response
+
+    async def _decide(self, request: InferenceRequest, key: str | None) -> InferenceResponse:
+        decision_id = new_id()
+        route = self.router.route(request)
+        upstream_request, extra = self._with_feedback_output(request)
+        made: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
+        if route.shadows:
+            self.shadows.start(route.shadows, upstream_request, decision_id, made)
+        start = time.perf_counter()
+        try:
+            response = await self.upstreams[route.routed].infer(upstream_request)
+        except BaseException as exc:
+            made.set_result(None)
+            self._count_upstream(route.routed, getattr(exc, "grpc_code", "INTERNAL"), start)
+            raise
+        latency = self._count_upstream(route.routed, "OK", start)
+        decision = Decision(
+            id=decision_id, time=time.time(), deployment=self.name, router=self.router.kind,
+            routed=route.routed, propensity=route.propensity, request_id=request.id or "",
+            shadows=list(route.shadows),
+            inputs={t.name: tensor_doc(t) for t in request.inputs},
+            outputs={route.routed: {t.name: tensor_doc(t) for t in response.outputs}},
+            latency_ms={route.routed: latency * 1000}, parameters=dict(request.parameters),
+        )
+        pending = self._start_explanation(decision, request)
+        holder = await self.store.create(
+            decision, idempotency_key=key, window_s=self.idempotency_window_s,
+            wait=self.wait_for_commit,
+        )
+        made.set_result(decision)
+        if holder.id != decision.id:  # another replica decided this key first
+            return self._replay(holder, request)
+        if extra is not None:  # recorded for feedback, not asked for by the client
+            response.outputs = [t for t in response.outputs if t.name != extra]
+        self._count_route(route.routed)
+        response = self._answer(response, decision, request)
+        if self.inline and pending is not None:
+            response.parameters["explanation"] = explanation_parameter(await pending)
+        return response
+
+    def _start_explanation(self, decision: Decision, request: InferenceRequest):
+        if self.explain is None:
+            return None
+        return self.explain(decision, request)
+
+    def _with_feedback_output(
+        self, request: InferenceRequest
+    ) -> tuple[InferenceRequest, str | None]:
+        """The request sent upstream: when the client asked for some outputs only, the
+        feedback output is asked for too (and recorded, so truth feedback always has
+        something to compare), then dropped from the client's response."""
+        name = self.spec.feedback.output
+        wanted = request.outputs
+        if wanted is None or any(o.name == name for o in wanted):
+            return request, None
+        primary = self.upstreams[self.router.primary]
+        if not primary.ready() or primary.metadata().output(name) is None:
+            return request, None
+        upstream = InferenceRequest(
+            request.model_name, request.inputs, request.model_version, request.id,
+            [*wanted, RequestedOutput(name)], request.parameters, request.headers,
+        )
+        return upstream, name
+
+    def _answer(self, response: InferenceResponse, decision: Decision,
+                request: InferenceRequest) -> InferenceResponse:
+        response.id = request.id or decision.id  # OIP echoes a client's id; else ours
+        response.model_name = self.name
+        response.model_version = None
+        response.parameters = {
+            **response.parameters, "decision_id": decision.id,
+            "routed_model": decision.routed, "router": decision.router,
+            "propensity": decision.propensity,
+        }
+        response.headers = {
+            "x-arbiter-decision-id": decision.id,
+            "x-arbiter-routed-model": decision.routed,
+            "x-arbiter-router": decision.router,
+            "x-arbiter-propensity": repr(decision.propensity),
+        }
+        return response
+
+    def _replay(self, decision: Decision, request: InferenceRequest) -> InferenceResponse:
+        """The response of an earlier decision, rebuilt from its record.
+
+        Raises:
+            InvalidRequestError: an output of that decision was too large to record.
+        """
+        tensors = []
+        for name, doc in decision.outputs.get(decision.routed, {}).items():
+            if "data" not in doc:
+                raise InvalidRequestError(
+                    f"decision {decision.id!r} holds this Idempotency-Key but its output "
+                    f"{name!r} was too large to record; use a new key"
+                )
+            tensors.append(tensor_from_doc({**doc, "name": name}))
+        wanted = request.outputs
+        if wanted is not None:
+            names = {o.name for o in wanted}
+            tensors = [t for t in tensors if t.name in names]
+        response = InferenceResponse(model_name=self.name, outputs=tensors,
+                                     parameters={"idempotent_replay": True})
+        return self._answer(response, decision, request)
+
+    @staticmethod
+    def _echo(response: InferenceResponse, request: InferenceRequest) -> InferenceResponse:
+        """A concurrent duplicate's copy of the first response, with its own id."""
+        return InferenceResponse(
+            model_name=response.model_name, outputs=response.outputs, id=request.id,
+            model_version=response.model_version,
+            parameters={**response.parameters, "idempotent_replay": True},
+            headers=dict(response.headers),
+        )
+
+    def _count_upstream(self, key: str, code: str, start: float) -> float:
+        elapsed = time.perf_counter() - start
+        self.metrics.upstream.labels(self.name, key, code).inc()
+        self.metrics.upstream_duration.labels(self.name, key).observe(elapsed)
+        return elapsed
+
+    def _count_route(self, key: str) -> None:
+        counter = self._route_counters.get(key)
+        if counter is None:
+            counter = self.metrics.route_decisions.labels(self.name, self.router.kind, key)
+            self._route_counters[key] = counter
+        counter.inc()
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait (up to ``timeout_s``) for shadow calls in flight."""
+        await self.shadows.drain(timeout_s)
+
+    # -- feedback -------------------------------------------------------------------
+    async def feedback(self, item: Any) -> dict[str, Any]:
+        """Apply one feedback item ``{"decision_id", "reward" | "truth"[,
+        "correction"]}``; acknowledged only once committed.
+
+        Returns:
+            ``{"decision_id", "status": "accepted" | "corrected" | "duplicate",
+            "rewards"[, "not_learned"]}``.
+
+        Raises:
+            InvalidRequestError: malformed item, reward not in [0, 1], truth of the
+                wrong shape.
+            DecisionNotFoundError: unknown decision, or one of another deployment.
+        """
+        parsed = parse_feedback(item)
+        decision = await self._settled_decision(parsed.decision_id)
+        if parsed.truth is None:
+            rewards = {decision.routed: parsed.reward}
+        else:
+            rewards = score_truth(decision, parsed.truth, self.spec.feedback)
+        learned = {k: v for k, v in rewards.items() if k in self.router.models}
+        learning = self.router.learning(Outcome(decision.routed, learned)) if learned else None
+        doc = {"reward": parsed.reward, "truth": parsed.truth, "time": time.time(),
+               "learned": sorted(learning.rewards) if learning else []}
+        write = self.store.correct_feedback if parsed.correction else self.store.record_feedback
+        recorded = await write(decision, doc, rewards, learning)
+        return self._feedback_result(decision, recorded, parsed.correction, learned, rewards)
+
+    def _feedback_result(self, decision: Decision, recorded: FeedbackRecorded,
+                         correction: bool, learned: dict, rewards: dict) -> dict[str, Any]:
+        if not recorded.new:
+            self.metrics.feedback.labels(self.name, "duplicate").inc()
+            return {"decision_id": decision.id, "status": "duplicate",
+                    "rewards": recorded.rewards}
+        status = "corrected" if correction else "accepted"
+        self.metrics.feedback.labels(self.name, status).inc()
+        if not correction:
+            for key, value in learned.items():
+                self.metrics.rewards.labels(self.name, key).inc(value)
+                self.metrics.scored.labels(self.name, key).inc()
+        self.update_posterior_metrics()
+        if recorded.promotion is not None:
+            self._promoted(recorded.promotion)
+        result = {"decision_id": decision.id, "status": status, "rewards": recorded.rewards}
+        if len(learned) < len(rewards):  # a model left the router since the decision
+            result["not_learned"] = sorted(set(rewards) - set(learned))
+        return result
+
+    async def check_feedback(self, item: Any) -> None:
+        """Validate one feedback item without applying it.
+
+        Raises:
+            InvalidRequestError, DecisionNotFoundError: as :meth:`feedback`.
+        """
+        parsed = parse_feedback(item)
+        decision = await self._decision(parsed.decision_id)
+        if parsed.truth is not None:
+            score_model(decision, decision.routed, parsed.truth, self.spec.feedback)
+
+    async def _decision(self, decision_id: str) -> Decision:
+        """The decision, from this process's memory when it made it, else the store
+        (waiting up to twice the flush interval for another replica's queued write).
+
+        Raises:
+            DecisionNotFoundError: unknown, or of another deployment.
+        """
+        decision = self.store.cached(decision_id)
+        if decision is None:
+            decision = await self._stored(decision_id)
+        if decision.deployment != self.name:
+            raise DecisionNotFoundError(
+                f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
+            )
+        return decision
+
+    async def _stored(self, decision_id: str) -> Decision:
+        try:
+            return await self.store.get(decision_id)
+        except DecisionNotFoundError:
+            await asyncio.sleep(2 * self.store.spec.flush_interval_ms / 1000 + 0.05)
+            return await self.store.get(decision_id)
+
+    async def _settled_decision(self, decision_id: str) -> Decision:
+        """The decision once every shadow has answered or failed, so that a truth
+        scores every model that saw the request (shadows of another replica are
+        awaited through the store, up to the shadows' deadline)."""
+        decision = await self._decision(decision_id)
+        if decision.settled():
+            return decision
+        await self.shadows.settled(decision_id)
+        deadline = time.monotonic() + self.shadows.wait_s
+        while not decision.settled() and time.monotonic() < deadline:
+            if self.store.cached(decision_id) is None:
+                decision = await self.store.get(decision_id)
+                if decision.settled():
+                    break
+            await asyncio.sleep(0.05)
+        return decision
+
+    # -- promotion ------------------------------------------------------------------
+    async def promote(self, model: str) -> dict[str, Any]:
+        """Manual promotion of challenger ``model`` (compare-and-set in the store).
+
+        Raises:
+            InvalidRequestError: not a champion-challenger deployment, not a challenger,
+                or the champion changed meanwhile.
+        """
+        if not isinstance(self.router, ChampionChallengerRouter):
+            raise InvalidRequestError(f"deployment {self.name!r} has no champion to promote over")
+        stored = self.store.state.get_value(self.name, CHAMPION)
+        try:
+            record = self.router.promotion_record(model, reason="manual")
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        if not await self.store.promote(self.name, stored, record):
+            raise InvalidRequestError(
+                f"the champion of {self.name!r} changed meanwhile; read it again and retry"
+            )
+        self._promoted(record)
+        return record
+
+    def _promoted(self, record: dict[str, Any]) -> None:
+        self.metrics.promotions.labels(self.name).inc()
+        log.info("%s: %s promoted over %s (%s)", self.name, record["champion"],
+                 record["previous"], record.get("reason"))
+        self.on_promotion(self.name)
+
+    def update_posterior_metrics(self) -> None:
+        """Export each arm's posterior mean reward rate, where the router has one."""
+        snapshot = self.router.snapshot()
+        for arm, info in (snapshot.get("arms") or {}).items():
+            mean = info.get("posterior_mean", info.get("mean")) if isinstance(info, dict) else None
+            if isinstance(mean, int | float):
+                self.metrics.posterior_mean.labels(self.name, arm).set(mean)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Router state, shadow agreement, and models, for ``GET /v2/deployments/{name}``."""
+        return {
+            "name": self.name,
+            "router": self.router.snapshot(),
+            "models": {
+                key: {"url": up.ref.url, "name": up.ref.name} for key, up in self.upstreams.items()
+            },
+            "shadow_agreement": {
+                k: s.as_dict() for k, s in self.shadows.stats.items() if s.compared or s.abs_diff_n
+            },
+        }
+
