@@ -4,8 +4,9 @@ explanation; feedback by decision id; promotion.
 The router is synchronous, so routing is atomic under asyncio; all awaiting happens
 here. Every decision gets a fresh server-generated id (UUID4, 122 random bits; the
 client's request ``id`` is only echoed, as OIP requires; a request without one gets
-the decision id as its response ``id``) and the propensity of the router's choice. A request carrying an ``Idempotency-Key`` header (gRPC metadata
-``idempotency-key``) that repeats within ``store.idempotency_window_s`` gets the
+the decision id as its response ``id``) and the propensity of the router's choice.
+A request carrying an ``Idempotency-Key`` header (gRPC metadata ``idempotency-key``)
+that repeats within ``store.idempotency_window_s`` gets the
 original decision back (same id, same outputs) instead of a second decision.
 
 Feedback is recorded once per decision together with the router counts it changes,
