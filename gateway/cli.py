@@ -54,6 +54,19 @@ def _add_server_args(parser: argparse.ArgumentParser, http: int, grpc: int) -> N
         "--max-body-mb", type=_positive, default=64.0, help="largest request body, in MiB"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument(
+        "--workers", type=_count, default=1,
+        help="server processes sharing the ports (SO_REUSEPORT); use one per core",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text} must be from 1 to 256")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +96,7 @@ def _server_options(args: argparse.Namespace):
     return ServerOptions(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         max_body_bytes=int(args.max_body_mb * 2**20), drain_timeout_s=args.drain_timeout_s,
+        reuse_port=args.reuse_port,
     )
 
 
@@ -138,6 +152,45 @@ async def _gateway(args: argparse.Namespace) -> None:
     await run_gateway(Path(args.config), _server_options(args))
 
 
+def _workers(args: argparse.Namespace) -> int:
+    """``--workers N``: check what every worker would check, then supervise N of them.
+
+    Raises:
+        ConfigError: invalid gateway config, or a memory store (workers would not share
+            what they learn).
+    """
+    from gateway.workers import WorkerPlan, run_workers
+
+    common = ["--drain-timeout-s", str(args.drain_timeout_s),
+              "--max-body-mb", str(args.max_body_mb), "--log-level", args.log_level]
+    if args.command == "gateway":
+        from gateway.config import ConfigError, load_config
+
+        if load_config(args.config).store.kind == "memory":
+            raise ConfigError("--workers needs store kind sqlite or postgres: with kind "
+                              "memory each worker would learn alone")
+        argv = ["gateway", "--config", str(Path(args.config).resolve()), *common]
+    else:
+        settings = _checked_settings(args)
+        argv = ["serve-model", "--settings", _settings_file(settings), *common]
+    plan = WorkerPlan(argv, args.workers, args.host, args.http_port, args.grpc_port)
+    return run_workers(plan)
+
+
+def _settings_file(settings) -> str:
+    """The resolved model settings, written where every worker can read them."""
+    import tempfile
+
+    import yaml
+
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the workers' lifetime
+        "w", prefix="arbiter-model-", suffix=".yaml", delete=False
+    )
+    with handle:
+        yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True), handle)
+    return handle.name
+
+
 def _run(coro) -> None:
     try:
         import uvloop
@@ -157,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command != "up" and args.workers > 1:
+            return _workers(args)
         if args.command == "serve-model":
             _run(_serve_model(args, _checked_settings(args)))
         elif args.command == "gateway":

@@ -44,6 +44,8 @@ class ServerOptions:
         max_tensor_elements: most elements one request tensor's shape may imply;
             checked, with the bytes the tensor carries, before anything is allocated.
         drain_timeout_s: seconds in-flight requests get to finish at shutdown.
+        reuse_port: bind with SO_REUSEPORT, so that several worker processes share
+            the ports (``--workers``).
     """
 
     host: str = "0.0.0.0"
@@ -52,6 +54,7 @@ class ServerOptions:
     max_body_bytes: int = 64 * 2**20
     max_tensor_elements: int = DEFAULT_MAX_ELEMENTS
     drain_timeout_s: float = 10.0
+    reuse_port: bool = False
 
 
 class Server:
@@ -113,6 +116,8 @@ class Server:
         opts = self.options
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if opts.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((opts.host, opts.http_port))
         except OSError as exc:
@@ -136,6 +141,7 @@ class Server:
         self._grpc = grpc_server.build_server(
             self.registry, self.metrics, max_message_bytes=opts.max_body_bytes,
             max_tensor_elements=opts.max_tensor_elements, extra_services=self._extra_services,
+            reuse_port=opts.reuse_port,
         )
         try:
             port = self._grpc.add_insecure_port(f"{opts.host}:{opts.grpc_port}")

@@ -155,16 +155,19 @@ def build_server(
     max_message_bytes: int = 64 * 2**20,
     max_tensor_elements: int = DEFAULT_MAX_ELEMENTS,
     extra_services: list | None = None,
+    reuse_port: bool = False,
 ) -> grpc.aio.Server:
     """A ``grpc.aio`` server with the OIP service (and ``extra_services``, each a
     callable taking the server), its errors mapped by :func:`guarded`; not yet bound or
     started. A request tensor whose shape implies more than ``max_tensor_elements``
-    elements gets INVALID_ARGUMENT before anything is allocated."""
+    elements gets INVALID_ARGUMENT before anything is allocated. ``reuse_port`` lets
+    several worker processes bind the same port (off by default, so that a second
+    server on a taken port fails instead of silently sharing it)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -13,11 +13,12 @@ Source: OIP ``inference_rest.md`` (paths, health semantics); Triton
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from protos.codecs import binary
 from protos.codecs import json as jsonc
@@ -160,7 +161,11 @@ def _int_header(value: str) -> int:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS_KEY].registry)
+    registry = request.app[METRICS_KEY].registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # --workers: the sums of every worker
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
