@@ -100,6 +100,7 @@ class Gateway:
             ConfigError: models of one deployment disagree on inputs/outputs.
         """
         await self.store.open(list(self.deployments))
+        self.metrics.decision_queue.set(self.store.pending_writes)
         await asyncio.gather(*(u.wait_ready(self.upstream_wait_s) for u in self.upstreams.values()))
         for deployment in self.deployments.values():
             check_contract(deployment)
