@@ -121,10 +121,10 @@ class Deployment:
         key = request.headers.get(IDEMPOTENCY_HEADER) if self.idempotency_window_s else None
         if not key:
             return await self._decide(request, None)
-        running = self._keyed.get(key)
+        earlier = await self.store.find(self.name, key, time.time() - self.idempotency_window_s)
+        running = self._keyed.get(key)  # read after the await: a repeat may have started
         if running is not None:  # the same key in flight in this process
             return self._echo(await asyncio.shield(running), request)
-        earlier = await self.store.find(self.name, key, time.time() - self.idempotency_window_s)
         if earlier is not None:
             return self._replay(earlier, request)
         future = self._keyed[key] = asyncio.get_running_loop().create_future()
