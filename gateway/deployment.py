@@ -40,7 +40,7 @@ from protos.protocol import (
 )
 from routers.base import Outcome, Router
 from routers.champion_challenger import ChampionChallengerRouter
-from routers.state import CHAMPION
+from routers.state import CHAMPION, Learning
 
 __all__ = ["Deployment", "IDEMPOTENCY_HEADER"]
 
@@ -291,6 +291,8 @@ class Deployment:
             rewards = score_truth(decision, parsed.truth, self.spec.feedback)
         learned = {k: v for k, v in rewards.items() if k in self.router.models}
         learning = self.router.learning(Outcome(decision.routed, learned)) if learned else None
+        if learning is None and parsed.correction:  # the old rewards still come off
+            learning = Learning(self.name, {})
         doc = {"reward": parsed.reward, "truth": parsed.truth, "time": time.time(),
                "learned": sorted(learning.rewards) if learning else []}
         write = self.store.correct_feedback if parsed.correction else self.store.record_feedback

@@ -223,8 +223,9 @@ class SQLDecisionStore(DecisionStore):
         return self._recent.get(decision_id)
 
     async def get(self, decision_id: str) -> Decision:
-        """See :meth:`DecisionStore.get`."""
-        await self._written(decision_id)
+        """See :meth:`DecisionStore.get`; every write this process queued before the
+        call (shadow outputs, explanations) is committed first."""
+        await self._flush()
         found = await self._read(select_decisions, "d.id = ?", (decision_id,), None)
         if not found:
             raise DecisionNotFoundError(f"decision {decision_id!r} not found")
