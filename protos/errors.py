@@ -9,6 +9,8 @@ Exception tree::
 
     ArbiterError                      500  INTERNAL
      +-- InvalidRequestError          400  INVALID_ARGUMENT
+     +-- UnauthenticatedError         401  UNAUTHENTICATED
+     +-- PermissionDeniedError        403  PERMISSION_DENIED
      +-- NotFoundError                404  NOT_FOUND
      |    +-- ModelNotFoundError
      |    +-- DecisionNotFoundError
@@ -28,6 +30,8 @@ from __future__ import annotations
 __all__ = [
     "ArbiterError",
     "InvalidRequestError",
+    "UnauthenticatedError",
+    "PermissionDeniedError",
     "NotFoundError",
     "ModelNotFoundError",
     "DecisionNotFoundError",
@@ -64,6 +68,22 @@ class InvalidRequestError(ArbiterError):
 
     status = 400
     grpc_code = "INVALID_ARGUMENT"
+
+
+class UnauthenticatedError(ArbiterError):
+    """No credentials, or credentials the server does not know (no or unknown bearer
+    token)."""
+
+    status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(ArbiterError):
+    """Known credentials without the scope the request needs, or feedback without the
+    decision's feedback token."""
+
+    status = 403
+    grpc_code = "PERMISSION_DENIED"
 
 
 class NotFoundError(ArbiterError):

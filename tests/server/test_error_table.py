@@ -26,6 +26,8 @@ ERRORS = sorted(
 EXPECTED = {  # docs/protocol.md, "Our decisions"
     "ArbiterError": (500, "INTERNAL"),
     "InvalidRequestError": (400, "INVALID_ARGUMENT"),
+    "UnauthenticatedError": (401, "UNAUTHENTICATED"),
+    "PermissionDeniedError": (403, "PERMISSION_DENIED"),
     "NotFoundError": (404, "NOT_FOUND"),
     "ModelNotFoundError": (404, "NOT_FOUND"),
     "DecisionNotFoundError": (404, "NOT_FOUND"),
