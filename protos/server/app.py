@@ -106,14 +106,17 @@ class Server:
         self.grpc_port = -1
 
     async def start(self) -> None:
-        """Bind both ports, run the startup hooks. Sets :attr:`http_port` and
-        :attr:`grpc_port` to the bound ports.
+        """Bind both ports, run the startup hooks (a ``reuse_port`` worker runs them
+        first, so it takes no connection before it is ready). Sets :attr:`http_port`
+        and :attr:`grpc_port` to the bound ports.
 
         Raises:
             OSError: a port is taken.
         """
         self.registry.starting = True
         opts = self.options
+        if opts.reuse_port:  # a worker joins ports others already serve: only once ready
+            await self._startup_hooks()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if opts.reuse_port:
@@ -132,10 +135,14 @@ class Server:
         await web.SockSite(self._runner, sock, shutdown_timeout=opts.drain_timeout_s).start()
         if opts.grpc_port >= 0:
             await self._start_grpc(opts)
-        for hook in self._on_startup:
-            await hook()
+        if not opts.reuse_port:  # health answers "starting" while models load
+            await self._startup_hooks()
         self.registry.starting = False
         log.info("serving REST on %s:%d, gRPC on %d", opts.host, self.http_port, self.grpc_port)
+
+    async def _startup_hooks(self) -> None:
+        for hook in self._on_startup:
+            await hook()
 
     async def _start_grpc(self, opts: ServerOptions) -> None:
         self._grpc = grpc_server.build_server(
