@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from routers.bandit import EpsilonGreedyRouter, ThompsonRouter
-from routers.base import Clock, Outcome, RouteDecision, Router
+from routers.base import Clock, NoHealthyArmError, Outcome, RouteDecision, Router
 from routers.champion_challenger import ChampionChallengerRouter, PromotionRule
 from routers.shadow import ShadowRouter
 from routers.specs import (
@@ -41,6 +41,7 @@ __all__ = [
     "EpsilonGreedyRouter",
     "InMemoryStateStore",
     "Learning",
+    "NoHealthyArmError",
     "Outcome",
     "PromotionRule",
     "RouteDecision",
@@ -102,6 +103,7 @@ def _champion_challenger(
         spec.challengers,
         traffic=spec.traffic,
         rule=rule,
+        fallback=spec.fallback,
         alpha0=spec.prior.alpha,
         beta0=spec.prior.beta,
         store=store,

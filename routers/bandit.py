@@ -106,34 +106,48 @@ class ThompsonRouter(_BanditRouter):
             raise ValueError(f"prior alpha and beta must be > 0, got {alpha0}, {beta0}")
         self.alpha0 = float(alpha0)
         self.beta0 = float(beta0)
-        self._memo_shapes: tuple[tuple[float, float], ...] = ()
+        self._memo_key: tuple = ()
         self._memo_routes: tuple[RouteDecision, ...] = ()
 
-    def route(self, request: InferenceRequest) -> RouteDecision:
-        """Send ``request`` to the arm with the largest posterior draw; the propensity
-        is that arm's probability of the largest draw (:func:`prob_max`), computed
-        once per change of the posteriors."""
+    def route(
+        self, request: InferenceRequest, healthy: frozenset[str] | None = None
+    ) -> RouteDecision:
+        """Send ``request`` to the healthy arm with the largest posterior draw; the
+        propensity is that arm's probability of the largest draw among the healthy
+        arms (:func:`prob_max`), computed once per change of the posteriors or of
+        the healthy set.
+
+        Raises:
+            NoHealthyArmError: no arm is healthy.
+        """
+        arms = self._arms
+        if healthy is not None and not self._arm_set <= healthy:
+            arms = self._healthy(arms, healthy)
         stats = self.store.arm_stats(self.name)
         betavariate = self.rng.betavariate
         best, best_draw = 0, -1.0
         shapes = []
-        for i, arm in enumerate(self._arms):
+        for i, arm in enumerate(arms):
             s = stats.get(arm, _EMPTY)
             shape = (self.alpha0 + s.reward_sum, self.beta0 + max(s.n - s.reward_sum, 0.0))
             shapes.append(shape)
             draw = betavariate(*shape)
             if draw > best_draw:
                 best, best_draw = i, draw
-        return self._routes(tuple(shapes))[best]
+        return self._routes(arms, tuple(shapes))[best]
 
-    def _routes(self, shapes: tuple[tuple[float, float], ...]) -> tuple[RouteDecision, ...]:
-        """One decision per arm, with its propensity under these posteriors."""
-        if shapes != self._memo_shapes:
+    def _routes(
+        self, arms: tuple[str, ...], shapes: tuple[tuple[float, float], ...]
+    ) -> tuple[RouteDecision, ...]:
+        """One decision per arm of ``arms``, with its propensity under these
+        posteriors."""
+        key = (arms, shapes)
+        if key != self._memo_key:
             probs = prob_max([BetaPosterior(a, b) for a, b in shapes])
             self._memo_routes = tuple(
-                RouteDecision(arm, propensity=p) for arm, p in zip(self._arms, probs, strict=True)
+                RouteDecision(arm, propensity=p) for arm, p in zip(arms, probs, strict=True)
             )
-            self._memo_shapes = shapes
+            self._memo_key = key
         return self._memo_routes
 
     def posteriors(self) -> dict[str, BetaPosterior]:
@@ -192,26 +206,38 @@ class EpsilonGreedyRouter(_BanditRouter):
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
         self.epsilon = float(epsilon)
 
-    def route(self, request: InferenceRequest) -> RouteDecision:
-        """Explore with probability epsilon, else exploit the best empirical mean.
+    def route(
+        self, request: InferenceRequest, healthy: frozenset[str] | None = None
+    ) -> RouteDecision:
+        """Explore with probability epsilon, else exploit the best empirical mean,
+        both among the healthy arms.
 
         The propensity is exact: ``(1 - epsilon) / |G| + epsilon / k`` for an arm in
-        the greedy set G (ties included), ``epsilon / k`` for any other arm."""
-        greedy = self._greedy_arms()
+        the greedy set G (ties included), ``epsilon / k`` for any other arm, with k
+        the number of healthy arms and G taken among them.
+
+        Raises:
+            NoHealthyArmError: no arm is healthy.
+        """
+        arms = self._arms
+        if healthy is not None and not self._arm_set <= healthy:
+            arms = self._healthy(arms, healthy)
+        greedy = self._greedy_arms(arms)
         if self.epsilon > 0.0 and self.rng.random() < self.epsilon:
-            arm = self.rng.choice(self._arms)
+            arm = self.rng.choice(arms)
         else:
             arm = greedy[0] if len(greedy) == 1 else self.rng.choice(greedy)
-        explore = self.epsilon / len(self._arms)
+        explore = self.epsilon / len(arms)
         exploit = (1.0 - self.epsilon) / len(greedy) if arm in greedy else 0.0
         return RouteDecision(arm, propensity=exploit + explore)
 
-    def _greedy_arms(self) -> list[str]:
-        """The arms with the best empirical mean (never-scored arms count as best)."""
+    def _greedy_arms(self, arms: tuple[str, ...]) -> list[str]:
+        """The arms of ``arms`` with the best empirical mean (never-scored arms count
+        as best)."""
         stats = self.store.arm_stats(self.name)
         best: list[str] = []
         best_mean = -math.inf
-        for arm in self._arms:
+        for arm in arms:
             s = stats.get(arm)
             mean = s.reward_sum / s.n if s is not None and s.n else math.inf
             if mean > best_mean:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from protos.protocol import InferenceRequest
 from routers.state import Learning, StateStore
 
-__all__ = ["RouteDecision", "Outcome", "Router", "Clock"]
+__all__ = ["RouteDecision", "Outcome", "Router", "Clock", "NoHealthyArmError"]
 
 Clock = Callable[[], float]
 """Returns seconds (wall-clock, ``time.time`` by default)."""
@@ -36,11 +36,30 @@ class RouteDecision:
         propensity: the probability, in (0, 1], with which the policy chose ``routed``
             for this request, given its state at decision time (logged with every
             decision for off-policy evaluation: inverse propensity scoring needs it).
+            When some models are unhealthy it is computed over the healthy ones (the
+            policy renormalised over them).
+        fallback: ``(from, reason)`` when ``routed`` stands in for the model the policy
+            would have chosen (a champion that is down), else None.
     """
 
     routed: str
     shadows: tuple[str, ...] = ()
     propensity: float = 1.0
+    fallback: tuple[str, str] | None = None
+
+
+class NoHealthyArmError(Exception):
+    """No model this router may route a request to is healthy.
+
+    Attributes:
+        router: the router's name (its deployment).
+        models: the models that could have answered, all unhealthy.
+    """
+
+    def __init__(self, router: str, models: tuple[str, ...]) -> None:
+        super().__init__(f"{router!r}: no healthy model among {list(models)}")
+        self.router = router
+        self.models = models
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +112,40 @@ class Router(ABC):
     def models(self) -> tuple[str, ...]:
         """Every model key this router may route or mirror to."""
 
+    @property
+    def routable(self) -> tuple[str, ...]:
+        """The models that may answer a request (default: :attr:`models`); a
+        deployment whose routable models are all unhealthy cannot answer."""
+        return self.models
+
     @abstractmethod
-    def route(self, request: InferenceRequest) -> RouteDecision:
-        """Choose the answering model and the shadows for ``request``. Never awaits."""
+    def route(
+        self, request: InferenceRequest, healthy: frozenset[str] | None = None
+    ) -> RouteDecision:
+        """Choose the answering model and the shadows for ``request``. Never awaits.
+
+        Args:
+            request: the request.
+            healthy: the models that may be called now (their circuit breakers are
+                closed); None: every model. A policy chooses among the healthy ones
+                only and renormalises over them (propensities included), and leaves
+                unhealthy models out of the shadows.
+
+        Raises:
+            NoHealthyArmError: none of :attr:`routable` is healthy.
+        """
+
+    def _healthy(self, candidates: tuple[str, ...],
+                 healthy: frozenset[str]) -> tuple[str, ...]:
+        """The ``candidates`` in ``healthy``, in order.
+
+        Raises:
+            NoHealthyArmError: none is.
+        """
+        available = tuple(m for m in candidates if m in healthy)
+        if not available:
+            raise NoHealthyArmError(self.name, candidates)
+        return available
 
     def learning(self, outcome: Outcome) -> Learning | None:
         """What ``outcome`` teaches this policy (checked rewards, and the promotion

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from protos.protocol import InferenceRequest
-from routers.base import Clock, Outcome, RouteDecision, Router
+from routers.base import Clock, NoHealthyArmError, Outcome, RouteDecision, Router
 from routers.posterior import (
     BetaPosterior,
     checked_rewards,
@@ -82,6 +82,9 @@ class ChampionChallengerRouter(Router):
             apply to whichever models are challengers at the time: a promoted model's
             share is ignored while it is champion.
         rule: automatic promotion rule.
+        fallback: the model that stands in for a champion that is down (a
+            challenger); None, or itself down or the champion: the healthy challenger
+            with the best posterior mean.
         alpha0: Beta prior alpha (> 0) of every model.
         beta0: Beta prior beta (> 0) of every model.
         store: where counts, the champion and promotions live (default: in memory).
@@ -91,7 +94,7 @@ class ChampionChallengerRouter(Router):
     Raises:
         ValueError: repeated models, the champion among the challengers, a traffic
             key that is not a challenger, shares outside [0, 1] or summing above 1,
-            or a non-positive prior parameter.
+            a fallback that is not a challenger, or a non-positive prior parameter.
     """
 
     kind: ClassVar[str] = "champion_challenger"
@@ -104,6 +107,7 @@ class ChampionChallengerRouter(Router):
         *,
         traffic: Mapping[str, float] | None = None,
         rule: PromotionRule | None = None,
+        fallback: str | None = None,
         alpha0: float = 1.0,
         beta0: float = 1.0,
         store: StateStore | None = None,
@@ -122,8 +126,13 @@ class ChampionChallengerRouter(Router):
             raise ValueError(f"prior alpha and beta must be > 0, got {alpha0}, {beta0}")
         self.alpha0, self.beta0 = float(alpha0), float(beta0)
         self.rule = rule if rule is not None else PromotionRule()
+        if fallback is not None and fallback not in self._models[1:]:
+            raise ValueError(f"fallback {fallback!r} is not a challenger")
+        self.fallback = fallback
         self.initial_champion = champion
+        self._model_set = frozenset(self._models)
         self._tables = {m: self._route_table(m) for m in self._models}
+        self._degraded: dict[tuple[str, str, frozenset[str]], tuple] = {}
         self._feedbacks = 0
         self._memo: dict[tuple[BetaPosterior, BetaPosterior], float] = {}
 
@@ -157,11 +166,26 @@ class ChampionChallengerRouter(Router):
         """The promotion log, oldest first (a copy); see :meth:`promote`."""
         return list(self.store.get_value(self.name, PROMOTIONS, []))
 
-    def route(self, request: InferenceRequest) -> RouteDecision:
+    def route(
+        self, request: InferenceRequest, healthy: frozenset[str] | None = None
+    ) -> RouteDecision:
         """The champion answers and every challenger shadows, except on the shares of
         traffic given to challengers, where that challenger answers instead. The
-        propensity is exact: a challenger's share, or 1 minus their sum."""
-        default, shares = self._tables[self.champion]
+        propensity is exact: a challenger's share, or 1 minus their sum.
+
+        With ``healthy``, unhealthy models neither answer nor shadow, and their
+        shares go to the champion; a champion that is down is replaced by a stand-in
+        (:attr:`fallback`, else the healthy challenger with the best posterior mean),
+        whose decisions carry ``fallback = (champion, reason)``.
+
+        Raises:
+            NoHealthyArmError: no model is healthy.
+        """
+        champion = self.champion
+        if healthy is None or self._model_set <= healthy:
+            default, shares = self._tables[champion]
+        else:
+            default, shares = self._degraded_table(champion, healthy)
         if not shares:
             return default
         u = self.rng.random()
@@ -169,6 +193,42 @@ class ChampionChallengerRouter(Router):
             if u < threshold:
                 return decision
         return default
+
+    def _degraded_table(self, champion: str, healthy: frozenset[str]) -> tuple:
+        """:meth:`_route_table` over the healthy models, the champion or its stand-in
+        answering by default (memoised per stand-in and healthy set; the stand-in is
+        chosen afresh each time, as posteriors move)."""
+        available = healthy & self._model_set
+        stand_in = champion if champion in available else self._stand_in(champion, available)
+        key = (champion, stand_in, available)
+        table = self._degraded.get(key)
+        if table is None:
+            if len(self._degraded) >= _MEMO_SIZE:
+                self._degraded.clear()
+            default, shares = self._route_table(stand_in, available)
+            if stand_in != champion:
+                reason = f"champion {champion!r} is unhealthy"
+                default = RouteDecision(default.routed, default.shadows, default.propensity,
+                                        fallback=(champion, reason))
+            table = self._degraded[key] = (default, shares)
+        return table
+
+    def _stand_in(self, champion: str, available: frozenset[str]) -> str:
+        """The configured fallback when healthy, else the healthy challenger with the
+        best posterior mean (config order breaks ties).
+
+        Raises:
+            NoHealthyArmError: no challenger is healthy.
+        """
+        if self.fallback is not None and self.fallback != champion and self.fallback in available:
+            return self.fallback
+        candidates = tuple(m for m in self._models if m != champion and m in available)
+        if not candidates:
+            raise NoHealthyArmError(self.name, self._models)
+        stats = self.stats()
+        means = {m: BetaPosterior.from_stats(stats[m], self.alpha0, self.beta0).mean
+                 for m in candidates}
+        return max(candidates, key=lambda m: means[m])
 
     def learning(self, outcome: Outcome) -> Learning | None:
         """Score every model in ``outcome.rewards``; with automatic promotion, the rule
@@ -335,17 +395,20 @@ class ChampionChallengerRouter(Router):
         return {"n": stats.n, "reward_sum": stats.reward_sum, **post.as_dict()}
 
     def _route_table(
-        self, champion: str
+        self, champion: str, available: frozenset[str] | None = None
     ) -> tuple[RouteDecision, tuple[tuple[float, RouteDecision], ...]]:
-        """Decisions while ``champion`` is champion: the default and, per challenger
-        with a positive traffic share, (cumulative share, decision)."""
-        others = tuple(m for m in self._models if m != champion)
+        """Decisions while ``champion`` answers by default: the default and, per
+        challenger with a positive traffic share, (cumulative share, decision); over
+        the ``available`` models only (None: all)."""
+        models = self._models if available is None else tuple(
+            m for m in self._models if m in available)
+        others = tuple(m for m in models if m != champion)
         shares, cumulative = [], 0.0
         for challenger in others:
             share = self.traffic.get(challenger, 0.0)
             if share > 0.0:
                 cumulative += share
-                shadows = tuple(m for m in self._models if m != challenger)
+                shadows = tuple(m for m in models if m != challenger)
                 shares.append(
                     (cumulative, RouteDecision(challenger, shadows, propensity=share))
                 )

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from protos.protocol import InferenceRequest
-from routers.base import Clock, RouteDecision, Router
+from routers.base import Clock, NoHealthyArmError, RouteDecision, Router
 
 __all__ = ["ShadowRouter"]
 
@@ -69,13 +69,31 @@ class ShadowRouter(Router):
         """The model that answers."""
         return self._primary
 
-    def route(self, request: InferenceRequest) -> RouteDecision:
-        """The primary, plus each shadow sampled with its own fraction."""
+    @property
+    def routable(self) -> tuple[str, ...]:
+        """The primary: shadows never answer."""
+        return (self._primary,)
+
+    def route(
+        self, request: InferenceRequest, healthy: frozenset[str] | None = None
+    ) -> RouteDecision:
+        """The primary, plus each healthy shadow sampled with its own fraction.
+
+        Raises:
+            NoHealthyArmError: the primary is unhealthy.
+        """
+        if healthy is not None and self._primary not in healthy:
+            raise NoHealthyArmError(self.name, (self._primary,))
         if not self._sampled:
-            return self._fixed
-        rand = self.rng.random
-        shadows = tuple(m for m, f in self._ordered if f >= 1.0 or (f > 0.0 and rand() < f))
-        return RouteDecision(self._primary, shadows)
+            decision = self._fixed
+        else:
+            rand = self.rng.random
+            decision = RouteDecision(self._primary, tuple(
+                m for m, f in self._ordered if f >= 1.0 or (f > 0.0 and rand() < f)))
+        if healthy is not None and any(m not in healthy for m in decision.shadows):
+            decision = RouteDecision(self._primary, tuple(
+                m for m in decision.shadows if m in healthy))
+        return decision
 
     def snapshot(self) -> dict[str, Any]:
         """Kind, models, primary and the shadow fractions."""

@@ -207,12 +207,20 @@ class ChampionChallengerSpec(_Spec):
         default=BetaPriorSpec(),
         description="Beta prior on every model's success probability, for promotion.",
     )
+    fallback: ModelKey | None = Field(
+        default=None,
+        description="Challenger that answers while the champion is down (its circuit "
+        "breaker open); None, or itself down: the healthy challenger with the best "
+        "posterior mean. Each such decision records fallback {from, reason}.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ChampionChallengerSpec:
         _unique(self.challengers, "challengers")
         if self.champion in self.challengers:
             raise ValueError(f"champion {self.champion!r} cannot also be a challenger")
+        if self.fallback is not None and self.fallback not in self.challengers:
+            raise ValueError(f"fallback {self.fallback!r} is not a challenger")
         unknown = sorted(set(self.traffic) - set(self.challengers))
         if unknown:
             raise ValueError(f"traffic names models that are not challengers: {unknown}")
