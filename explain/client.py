@@ -3,8 +3,9 @@
 An explainer perturbs one row into hundreds of rows and asks the model about them; these
 clients send each such batch as ONE OIP inference request to the model's server (a
 wrapper pod or the gateway's upstream), over REST (``http://host:port``, JSON, keep-alive)
-or gRPC (``grpc://host:port``, ``inference.GRPCInferenceService/ModelInfer``). They are
-blocking on purpose: they run in worker processes, never in the event loop.
+or gRPC (``grpc://host:port``, ``inference.GRPCInferenceService/ModelInfer``), over TLS
+with ``https://`` and ``grpcs://``, with a bearer token when the model's server has auth.
+They are blocking on purpose: they run in worker processes, never in the event loop.
 
 :class:`ModelEndpoint` is a picklable description of a remote model; calling it in the
 worker process returns a client, which is the explainer's ``predict_fn``.
@@ -16,7 +17,7 @@ JSON Object") and ``open_inference_grpc.proto`` (``ModelInfer``).
 from __future__ import annotations
 
 import http.client
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -26,6 +27,7 @@ import orjson
 from protos.codecs.grpc import CONTENTS_FIELD
 from protos.errors import InferenceError, UpstreamUnavailableError
 from protos.protocol import DATATYPES, dtype_of
+from protos.server.tls import ClientTls
 
 __all__ = ["ModelEndpoint", "RestOipClient", "GrpcOipClient", "connect"]
 
@@ -36,7 +38,7 @@ class ModelEndpoint:
     """Where and how to ask a remote model for predictions.
 
     Attributes:
-        url: ``http://host:port`` (REST) or ``grpc://host:port`` (gRPC).
+        url: ``http[s]://host:port`` (REST) or ``grpc[s]://host:port`` (gRPC).
         model: OIP model name.
         input_name: name of the input tensor.
         input_datatype: OIP datatype of the input (rows are cast to it), e.g. ``FP32``.
@@ -46,6 +48,10 @@ class ModelEndpoint:
         max_rows_per_call: larger batches are sent as consecutive calls of at most this
             many rows, so that live predictions queued at the same model run between
             them instead of waiting behind one huge batch.
+        ca_file: PEM CA bundle for ``https``/``grpcs`` (None: the system's CAs).
+        client_cert: PEM client certificate (mTLS), with ``client_key``.
+        client_key: PEM key of ``client_cert``.
+        token: bearer token sent to the server, or None.
     """
 
     url: str
@@ -56,6 +62,14 @@ class ModelEndpoint:
     model_version: str | None = None
     timeout_s: float = 30.0
     max_rows_per_call: int = 1024
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+    def tls(self) -> ClientTls:
+        """What the client trusts and presents over TLS."""
+        return ClientTls(self.ca_file, self.client_cert, self.client_key)
 
     def __call__(self) -> RestOipClient | GrpcOipClient:
         """Open a client (the explainer's ``predict_fn``) in the calling process."""
@@ -69,11 +83,18 @@ def connect(endpoint: ModelEndpoint) -> RestOipClient | GrpcOipClient:
         ValueError: the scheme is neither http nor grpc.
     """
     scheme = urlsplit(endpoint.url).scheme
-    if scheme == "http":
+    if scheme in ("http", "https"):
         return RestOipClient(endpoint)
-    if scheme == "grpc":
+    if scheme in ("grpc", "grpcs"):
         return GrpcOipClient(endpoint)
     raise ValueError(f"unsupported model URL {endpoint.url!r}: use http://host:port or grpc://")
+
+
+def _unreachable(endpoint: ModelEndpoint, why: object) -> UpstreamUnavailableError:
+    """The error of an unreachable server: it names the model, never the address
+    (explanation records are readable by callers with ``decisions:read``)."""
+    reason = why if isinstance(why, str) else type(why).__name__
+    return UpstreamUnavailableError(f"{endpoint.model}: server unreachable ({reason})")
 
 
 class RestOipClient:
@@ -88,7 +109,8 @@ class RestOipClient:
         if parts.hostname is None:
             raise ValueError(f"model URL {endpoint.url!r} has no host")
         self.endpoint = endpoint
-        self._host, self._port = parts.hostname, parts.port or 80
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname, parts.port or (443 if self._https else 80)
         self._dtype = dtype_of(endpoint.input_datatype)
         version = f"/versions/{quote(endpoint.model_version)}" if endpoint.model_version else ""
         self._path = f"/v2/models/{quote(endpoint.model)}{version}/infer"
@@ -138,11 +160,11 @@ class RestOipClient:
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+        if self.endpoint.token:
+            headers["Authorization"] = f"Bearer {self.endpoint.token}"
         for attempt in (0, 1):
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self.endpoint.timeout_s
-                )
+                self._conn = self._connect()
             try:
                 self._conn.request("POST", self._path, body=body, headers=headers)
                 response = self._conn.getresponse()
@@ -150,11 +172,19 @@ class RestOipClient:
             except (http.client.RemoteDisconnected, ConnectionError, BrokenPipeError) as exc:
                 self.close()
                 if attempt:
-                    raise UpstreamUnavailableError(f"{self.endpoint.url}: {exc}") from exc
+                    raise _unreachable(self.endpoint, exc) from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise UpstreamUnavailableError(f"{self.endpoint.url}: {exc}") from exc
+                raise _unreachable(self.endpoint, exc) from exc
         raise AssertionError("unreachable")
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.endpoint.timeout_s,
+                context=self.endpoint.tls().ssl_context(),
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.endpoint.timeout_s)
 
     def _decode(self, status: int, payload: bytes) -> np.ndarray:
         try:
@@ -194,7 +224,13 @@ class GrpcOipClient:
         self._field = CONTENTS_FIELD.get(endpoint.input_datatype)
         if self._field is None:
             raise ValueError(f"gRPC client cannot send datatype {endpoint.input_datatype}")
-        self._channel = grpc.insecure_channel(f"{parts.hostname}:{parts.port}")
+        target = f"{parts.hostname}:{parts.port}"
+        if parts.scheme == "grpcs":
+            self._channel = grpc.secure_channel(target, endpoint.tls().grpc_credentials())
+        else:
+            self._channel = grpc.insecure_channel(target)
+        token = endpoint.token
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = open_inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self.calls = 0
 
@@ -207,11 +243,12 @@ class GrpcOipClient:
         request = self._request(X)
         self.calls += 1
         try:
-            response = self._stub.ModelInfer(request, timeout=self.endpoint.timeout_s)
+            response = self._stub.ModelInfer(request, timeout=self.endpoint.timeout_s,
+                                             metadata=self._metadata)
         except self._grpc.RpcError as exc:
             code = exc.code()
             if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise UpstreamUnavailableError(f"{self.endpoint.url}: {exc.details()}") from exc
+                raise _unreachable(self.endpoint, code.name) from exc
             raise InferenceError(f"{self.endpoint.model}: {code.name}: {exc.details()}") from exc
         return self._decode(response)
 

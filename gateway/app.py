@@ -16,11 +16,18 @@ POST      /v2/deployments/{deployment}/promote         ``{"model": key}`` (champ
 
 gRPC: ``arbiter.DecisionService`` (``Feedback``, ``GetDecision``), beside
 ``inference.GRPCInferenceService``.
+
+With ``auth:`` every route needs a bearer token of its scope (:data:`REST_SCOPES`,
+:data:`GRPC_SCOPES`, and the stack's own in ``protos/server/auth.py``); only ``admin``
+callers see the pods' URLs in deployment state. With a feedback secret each decision
+carries a feedback token, required on its feedback where
+``feedback.require_decision_token`` says so (``gateway/feedback_tokens.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -35,21 +42,45 @@ from gateway.config import ConfigError, GatewayConfig, load_config, router_model
 from gateway.decisions import StoreMetrics, build_store
 from gateway.deployment import Deployment
 from gateway.explaining import ExplainHub
+from gateway.feedback_tokens import TOKEN_FIELD, FeedbackTokens
 from gateway.metrics import GatewayMetrics
-from gateway.seldon import add_seldon_routes, add_seldon_service
+from gateway.seldon import (
+    SELDON_GRPC_SCOPES,
+    SELDON_REST_SCOPES,
+    add_seldon_routes,
+    add_seldon_service,
+)
 from gateway.upstream import UpstreamModel, connect
 from protos import arbiter_pb2, arbiter_pb2_grpc
 from protos.errors import InvalidRequestError, ModelNotFoundError
 from protos.registry import ModelRegistry
 from protos.server import rest
 from protos.server.app import Server, ServerOptions
+from protos.server.auth import ADMIN, DECISIONS_READ, FEEDBACK, AuthPolicy, is_admin
 from protos.server.grpc import guarded
 from protos.server.http import json_response
 from routers import build_router
 
-__all__ = ["Gateway", "build_gateway", "run_gateway"]
+__all__ = ["Gateway", "GRPC_SCOPES", "REST_SCOPES", "build_gateway", "run_gateway"]
 
 log = logging.getLogger("arbiter.gateway")
+
+REST_SCOPES = {
+    ("POST", "/v2/deployments/{deployment}/feedback"): FEEDBACK,
+    ("GET", "/v2/decisions/{decision_id}"): DECISIONS_READ,
+    ("GET", "/v2/deployments"): DECISIONS_READ,
+    ("GET", "/v2/deployments/{deployment}"): DECISIONS_READ,
+    ("POST", "/v2/deployments/{deployment}/promote"): ADMIN,
+    **SELDON_REST_SCOPES,
+}
+"""Scope of each REST route the gateway adds to the server stack."""
+
+GRPC_SCOPES = {
+    "/arbiter.DecisionService/Feedback": FEEDBACK,
+    "/arbiter.DecisionService/GetDecision": DECISIONS_READ,
+    **SELDON_GRPC_SCOPES,
+}
+"""Scope of each RPC the gateway adds to the server stack."""
 
 
 class Gateway:
@@ -73,6 +104,8 @@ class Gateway:
             key: connect(key, ref) for key, ref in config.models.items()
         }
         self.explain = ExplainHub(config, self.store, self.metrics)
+        secret = config.feedback.resolved_secret
+        self.feedback_tokens = FeedbackTokens(secret) if secret else None
         self.deployments = {name: self._deployment(name) for name in config.deployments}
         self.registry = ModelRegistry(self.deployments.values())
 
@@ -83,12 +116,14 @@ class Gateway:
                               store=self.store.state)
         upstreams = {key: self.upstreams[key] for key in router_models(spec.router)}
         explain = self.explain.hook(name) if spec.explain and spec.explain.mode != "off" else None
-        return Deployment(
+        deployment = Deployment(
             name, spec, router, upstreams, self.store, self.metrics, explain,
             on_promotion=self.explain.on_promotion,
             idempotency_window_s=self.config.store.idempotency_window_s,
             wait_for_commit=self.config.store.decision_writes == "before_answer",
         )
+        deployment.feedback_tokens = self.feedback_tokens
+        return deployment
 
     async def start(self) -> None:
         """Open the store, reach every model pod, check each deployment's contract,
@@ -133,11 +168,17 @@ class Gateway:
 
         Raises:
             InvalidRequestError, DecisionNotFoundError, ModelNotFoundError.
+            PermissionDeniedError: the deployment requires each decision's feedback
+                token and an item lacks it (nothing of the list is applied).
         """
         deployment = self.deployment(name)
         items = body if isinstance(body, list) else [body]
         if not items:
             raise InvalidRequestError("feedback list is empty")
+        if self.config.requires_decision_token(name):
+            assert self.feedback_tokens is not None  # the config validator ensures it
+            for item in items:
+                self.feedback_tokens.check(item)
         if len(items) > 1:  # one item is validated by feedback() before it changes anything
             for item in items:
                 await deployment.check_feedback(item)
@@ -191,10 +232,12 @@ def _routes(gateway: Gateway):
         return json_response(record)
 
     async def deployments(request: web.Request) -> web.Response:
-        return json_response({n: d.snapshot() for n, d in gateway.deployments.items()})
+        admin = is_admin(request)
+        return json_response({n: _state(d, admin) for n, d in gateway.deployments.items()})
 
     async def deployment(request: web.Request) -> web.Response:
-        return json_response(gateway.deployment(request.match_info["deployment"]).snapshot())
+        state = _state(gateway.deployment(request.match_info["deployment"]), is_admin(request))
+        return json_response(state)
 
     async def promote(request: web.Request) -> web.Response:
         body = rest.body_json(await request.read())
@@ -209,6 +252,15 @@ def _routes(gateway: Gateway):
         add_seldon_routes(app, gateway)
 
     return add
+
+
+def _state(deployment: Deployment, admin: bool) -> dict[str, Any]:
+    """A deployment's state; the pods' URLs for admin callers only."""
+    snapshot = deployment.snapshot()
+    if not admin:
+        snapshot["models"] = {k: {n: v for n, v in m.items() if n != "url"}
+                              for k, m in snapshot.get("models", {}).items()}
+    return snapshot
 
 
 class DecisionServicer(arbiter_pb2_grpc.DecisionServiceServicer):
@@ -227,6 +279,8 @@ class DecisionServicer(arbiter_pb2_grpc.DecisionServiceServicer):
                 doc["truth"] = rest.body_json(item.truth_json.encode())
             if item.correction:
                 doc["correction"] = True
+            if item.feedback_token:
+                doc[TOKEN_FIELD] = item.feedback_token
             items.append(doc)
         results = await self.gateway.feedback(request.deployment, items)
         return arbiter_pb2.FeedbackResponse(results=[
@@ -243,8 +297,14 @@ class DecisionServicer(arbiter_pb2_grpc.DecisionServiceServicer):
 def build_gateway(
     config: GatewayConfig, options: ServerOptions, upstream_wait_s: float = 60.0
 ) -> tuple[Gateway, Server]:
-    """The gateway and its (not yet started) server."""
+    """The gateway and its (not yet started) server. The config's ``auth:`` applies
+    unless ``options`` brings a policy (``--auth-tokens-file``).
+
+    Raises:
+        AuthConfigError: the tokens file is missing or invalid.
+    """
     gateway = Gateway(config, upstream_wait_s)
+    options = dataclasses.replace(options, auth=_auth(config, options.auth))
 
     def add_decisions(server) -> None:
         arbiter_pb2_grpc.add_DecisionServiceServicer_to_server(
@@ -258,6 +318,17 @@ def build_gateway(
         on_startup=[gateway.start], on_cleanup=[gateway.stop],
     )
     return gateway, server
+
+
+def _auth(config: GatewayConfig, given: AuthPolicy | None) -> AuthPolicy | None:
+    spec = config.auth
+    policy = given
+    if policy is None and spec is not None:
+        policy = AuthPolicy.from_file(spec.tokens_file, open_paths=spec.open_paths,
+                                      protect_metrics=spec.protect_metrics)
+    if policy is not None:
+        policy.add_scopes(REST_SCOPES, GRPC_SCOPES)
+    return policy
 
 
 async def run_gateway(config_path: Path, options: ServerOptions) -> None:

@@ -43,7 +43,11 @@ def _non_negative(text: str) -> float:
 
 
 def _add_server_args(parser: argparse.ArgumentParser, http: int, grpc: int) -> None:
-    parser.add_argument("--host", default="0.0.0.0", help="interface to bind")
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every "
+        "interface, as in a container)",
+    )
     parser.add_argument("--http-port", type=_port, default=http, help="REST port (0: any)")
     parser.add_argument("--grpc-port", type=_port, default=grpc, help="gRPC port (0: any)")
     parser.add_argument(
@@ -57,6 +61,21 @@ def _add_server_args(parser: argparse.ArgumentParser, http: int, grpc: int) -> N
     parser.add_argument(
         "--workers", type=_count, default=1,
         help="server processes sharing the ports (SO_REUSEPORT); use one per core",
+    )
+    security = parser.add_argument_group("security")
+    security.add_argument(
+        "--auth-tokens-file",
+        help="YAML list of {name, sha256, scopes}: every request then needs "
+        "Authorization: Bearer <token> with the route's scope (gateway: or auth.tokens_file)",
+    )
+    security.add_argument(
+        "--auth-protect-metrics", action="store_true",
+        help="/metrics needs a token too (health stays open)",
+    )
+    security.add_argument("--tls-cert", help="PEM certificate chain: REST and gRPC over TLS")
+    security.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    security.add_argument(
+        "--tls-client-ca", help="PEM CA: clients must present a certificate it signed (mTLS)",
     )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -92,12 +111,43 @@ def _parser() -> argparse.ArgumentParser:
 
 def _server_options(args: argparse.Namespace):
     from protos.server.app import ServerOptions
+    from protos.server.auth import AuthPolicy
 
+    auth = None
+    if args.auth_tokens_file:
+        auth = AuthPolicy.from_file(args.auth_tokens_file,
+                                    protect_metrics=args.auth_protect_metrics)
     return ServerOptions(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         max_body_bytes=int(args.max_body_mb * 2**20), drain_timeout_s=args.drain_timeout_s,
-        reuse_port=args.reuse_port,
+        reuse_port=args.reuse_port, auth=auth, tls=_tls(args),
     )
+
+
+def _tls(args: argparse.Namespace):
+    from protos.server.tls import ServerTls
+
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise SystemExit("arbiter: --tls-cert and --tls-key go together "
+                         "(--tls-client-ca needs both)")
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca):
+        if path and not Path(path).is_file():
+            raise SystemExit(f"arbiter: TLS file not found: {path}")
+    ca = Path(args.tls_client_ca).resolve() if args.tls_client_ca else None
+    return ServerTls(Path(args.tls_cert).resolve(), Path(args.tls_key).resolve(), ca)
+
+
+def _security_argv(args: argparse.Namespace) -> list[str]:
+    """The security flags again, for each worker of ``--workers``."""
+    argv = []
+    for flag, value in (("--auth-tokens-file", args.auth_tokens_file),
+                        ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                        ("--tls-client-ca", args.tls_client_ca)):
+        if value:
+            argv += [flag, str(Path(value).resolve())]
+    return argv + (["--auth-protect-metrics"] if args.auth_protect_metrics else [])
 
 
 def _model_settings(args: argparse.Namespace):
@@ -161,8 +211,10 @@ def _workers(args: argparse.Namespace) -> int:
     """
     from gateway.workers import WorkerPlan, run_workers
 
+    _server_options(args)  # refuse bad security files before any worker starts
     common = ["--drain-timeout-s", str(args.drain_timeout_s),
-              "--max-body-mb", str(args.max_body_mb), "--log-level", args.log_level]
+              "--max-body-mb", str(args.max_body_mb), "--log-level", args.log_level,
+              *_security_argv(args)]
     if args.command == "gateway":
         from gateway.config import ConfigError, load_config
 

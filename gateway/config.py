@@ -10,6 +10,8 @@ Example (``examples/credit/gateway.yaml`` is a complete one)::
         router: {kind: thompson, arms: [lr, gbm]}
         explain: {method: kernel_shap, encoding: models/encoding.json, ...}
     store: {kind: sqlite, path: arbiter.sqlite}   # or {kind: postgres, dsn: ...}
+    auth: {tokens_file: tokens.yaml}              # bearer tokens with scopes
+    feedback: {require_decision_token: true}      # secret: ARBITER_FEEDBACK_SECRET
 
 An invalid file is rejected at startup by :func:`load_config` with a message naming
 each bad field.
@@ -33,13 +35,22 @@ __all__ = [
     "ModelRef",
     "DeploymentSpec",
     "StoreSpec",
+    "AuthSpec",
+    "GatewayFeedbackSpec",
     "DSN_ENV",
+    "FEEDBACK_SECRET_ENV",
     "GatewayConfig",
     "load_config",
 ]
 
 DSN_ENV = "ARBITER_STORE_DSN"
 """Environment variable the PostgreSQL DSN is read from when the config has none."""
+
+FEEDBACK_SECRET_ENV = "ARBITER_FEEDBACK_SECRET"
+"""Environment variable the feedback-token secret is read from when the config has none."""
+
+_SCHEMES = {"grpc": ("grpc", False), "grpcs": ("grpc", True),
+            "http": ("http", False), "https": ("http", True)}
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
@@ -56,7 +67,8 @@ class ModelRef(_Spec):
     """A model-wrapper pod the gateway calls."""
 
     url: str = Field(
-        description="Where the pod listens: grpc://host:port (gRPC) or http://host:port (REST)."
+        description="Where the pod listens: grpc://host:port (gRPC), http://host:port "
+        "(REST), or grpcs:// / https:// for the same over TLS."
     )
     name: Name = Field(description="Model name on that pod (/v2/models/<name>).")
     version: str | None = Field(default=None, description="Model version; None: default.")
@@ -66,19 +78,58 @@ class ModelRef(_Spec):
     connections: int = Field(
         default=4, ge=1, le=64, description="gRPC channels or HTTP keep-alive connections."
     )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle the pod's certificate must chain to (grpcs/https); "
+        "None: the system's CAs. Relative to the config file.",
+    )
+    client_cert: Path | None = Field(
+        default=None, description="PEM client certificate presented to the pod (mTLS).",
+    )
+    client_key: Path | None = Field(
+        default=None, description="PEM key of client_cert.",
+    )
+    token_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the bearer token sent to the pod "
+        "(when the pod has auth; mount it from a Secret).",
+    )
 
     @field_validator("url")
     @classmethod
     def _scheme(cls, url: str) -> str:
         parsed = urlparse(url)
-        if parsed.scheme not in ("grpc", "http") or not parsed.hostname or not parsed.port:
-            raise ValueError("must be grpc://host:port or http://host:port")
+        if parsed.scheme not in _SCHEMES or not parsed.hostname or not parsed.port:
+            raise ValueError("must be grpc://host:port, http://host:port, grpcs://host:port "
+                             "or https://host:port")
         return url
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> ModelRef:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if not self.tls and (self.ca_file or self.client_cert):
+            raise ValueError("ca_file and client_cert need a grpcs:// or https:// url")
+        return self
 
     @property
     def protocol(self) -> str:
-        """``grpc`` or ``http``."""
-        return urlparse(self.url).scheme
+        """``grpc`` or ``http`` (with or without TLS)."""
+        return _SCHEMES[urlparse(self.url).scheme][0]
+
+    @property
+    def tls(self) -> bool:
+        """Whether the pod is reached over TLS (``grpcs://`` or ``https://``)."""
+        return _SCHEMES[urlparse(self.url).scheme][1]
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the pod."""
+        return urlparse(self.url).netloc
+
+    def token(self) -> str | None:
+        """The bearer token for the pod, from ``token_env`` (None when unset)."""
+        return os.environ.get(self.token_env) if self.token_env else None
 
 
 class FeedbackSpec(_Spec):
@@ -93,6 +144,12 @@ class FeedbackSpec(_Spec):
         default=None,
         description="The values a truth may take (for example [0, 1]); another value is "
         "a 400 instead of a reward of 0. None: any value of the output's kind.",
+    )
+    require_decision_token: bool | None = Field(
+        default=None,
+        description="Refuse (403) feedback whose item lacks the decision's "
+        "feedback_token, so only whoever got the decision can teach the router. "
+        "None: the gateway-level feedback.require_decision_token.",
     )
 
 
@@ -168,6 +225,17 @@ class StoreSpec(_Spec):
         description="A request repeating an Idempotency-Key within this many seconds "
         "gets the original decision back. 0: keys are ignored.",
     )
+    inputs: Literal["store", "hash", "drop"] = Field(
+        default="store",
+        description="What a decision record keeps of the request's inputs: store (the "
+        "tensors), hash (per input the SHA-256 of its canonical JSON, with datatype and "
+        "shape: proves what was decided on without keeping it), drop (nothing).",
+    )
+    retention_days: float | None = Field(
+        default=None, gt=0,
+        description="Decisions older than this many days are deleted with their "
+        "feedback, shadow outputs and explanations (checked every hour). None: kept.",
+    )
 
     @model_validator(mode="after")
     def _postgres_dsn(self) -> StoreSpec:
@@ -181,6 +249,44 @@ class StoreSpec(_Spec):
         return self.dsn or os.environ.get(DSN_ENV)
 
 
+class AuthSpec(_Spec):
+    """Who may call the gateway: bearer tokens with scopes (``protos/server/auth.py``)."""
+
+    tokens_file: Path = Field(
+        description="YAML list of {name, sha256, scopes} (scopes: infer, feedback, "
+        "decisions:read, admin); relative to the config file; mount it from a Secret.",
+    )
+    open_paths: list[str] | None = Field(
+        default=None,
+        description="REST route patterns and gRPC method names that need no token. "
+        "None: the health endpoints and /metrics.",
+    )
+    protect_metrics: bool = Field(
+        default=False, description="/metrics needs a token (any scope).",
+    )
+
+
+class GatewayFeedbackSpec(_Spec):
+    """Feedback tokens: who got a decision can prove it when sending its feedback."""
+
+    require_decision_token: bool = Field(
+        default=False,
+        description="Every deployment refuses (403) feedback without the decision's "
+        "feedback_token (a deployment's feedback.require_decision_token overrides).",
+    )
+    secret: str | None = Field(
+        default=None, min_length=16,
+        description="HMAC key of feedback tokens; None: the environment variable "
+        "ARBITER_FEEDBACK_SECRET (from a Secret). The same on every replica, kept "
+        "across restarts, so tokens stay valid.",
+    )
+
+    @property
+    def resolved_secret(self) -> str | None:
+        """The secret from the config, else from ``ARBITER_FEEDBACK_SECRET``."""
+        return self.secret or os.environ.get(FEEDBACK_SECRET_ENV) or None
+
+
 class GatewayConfig(_Spec):
     """The whole gateway config file."""
 
@@ -188,6 +294,12 @@ class GatewayConfig(_Spec):
     deployments: dict[Name, DeploymentSpec] = Field(description="Deployments by name.")
     store: StoreSpec = Field(
         default_factory=StoreSpec, description="Decision and router-state store."
+    )
+    auth: AuthSpec | None = Field(
+        default=None, description="Bearer tokens and scopes; None: no auth (a warning).",
+    )
+    feedback: GatewayFeedbackSpec = Field(
+        default_factory=GatewayFeedbackSpec, description="Feedback tokens.",
     )
 
     @model_validator(mode="before")
@@ -223,7 +335,20 @@ class GatewayConfig(_Spec):
                     )
         if not self.deployments:
             raise ValueError("'deployments' is empty")
+        if self.token_required() and not self.feedback.resolved_secret:
+            raise ValueError(
+                "feedback.require_decision_token needs feedback.secret or the environment "
+                f"variable {FEEDBACK_SECRET_ENV}")
         return self
+
+    def requires_decision_token(self, deployment: str) -> bool:
+        """Whether feedback on ``deployment`` must carry the decision's token."""
+        own = self.deployments[deployment].feedback.require_decision_token
+        return self.feedback.require_decision_token if own is None else own
+
+    def token_required(self) -> list[str]:
+        """The deployments whose feedback must carry the decision's token."""
+        return [name for name in self.deployments if self.requires_decision_token(name)]
 
 
 def _router_models(spec) -> list[str]:
@@ -279,6 +404,16 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
         return None if p is None else p if p.is_absolute() else base / p
 
     store = config.store.model_copy(update={"path": resolve(config.store.path)})
+    models = {
+        key: ref.model_copy(update={
+            "ca_file": resolve(ref.ca_file), "client_cert": resolve(ref.client_cert),
+            "client_key": resolve(ref.client_key),
+        })
+        for key, ref in config.models.items()
+    }
+    auth = config.auth
+    if auth is not None:
+        auth = auth.model_copy(update={"tokens_file": resolve(auth.tokens_file)})
     deployments = {}
     for name, dep in config.deployments.items():
         explain = dep.explain
@@ -290,5 +425,5 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             })
         deployments[name] = dep.model_copy(update={"explain": explain})
     return config.model_copy(
-        update={"store": store, "deployments": deployments}
+        update={"store": store, "deployments": deployments, "models": models, "auth": auth}
     )

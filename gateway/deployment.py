@@ -26,6 +26,7 @@ from gateway.config import DeploymentSpec
 from gateway.decisions import Decision, DecisionStore, FeedbackRecorded, tensor_doc
 from gateway.explaining import explanation_parameter
 from gateway.feedback import parse_feedback, score_model, score_truth
+from gateway.feedback_tokens import TOKEN_FIELD, TOKEN_HEADER, FeedbackTokens
 from gateway.metrics import GatewayMetrics
 from gateway.shadows import Shadows
 from gateway.upstream import UpstreamModel
@@ -65,6 +66,10 @@ class Deployment:
         idempotency_window_s: how long an Idempotency-Key keeps its decision (s).
         wait_for_commit: each response waits for its decision's commit.
     """
+
+    feedback_tokens: FeedbackTokens | None = None
+    """Issues each decision's ``feedback_token`` (set by the gateway when it has a
+    feedback secret)."""
 
     def __init__(
         self,
@@ -218,6 +223,10 @@ class Deployment:
             "x-arbiter-router": decision.router,
             "x-arbiter-propensity": repr(decision.propensity),
         }
+        if self.feedback_tokens is not None:  # proof of receipt for its feedback
+            token = self.feedback_tokens.issue(decision.id)
+            response.parameters[TOKEN_FIELD] = token
+            response.headers[TOKEN_HEADER] = token
         return response
 
     def _replay(self, decision: Decision, request: InferenceRequest) -> InferenceResponse:

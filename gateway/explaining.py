@@ -96,7 +96,10 @@ class ExplainHub:
                 url=upstream.ref.url, model=upstream.ref.name,
                 input_name=meta.inputs[0].name, input_datatype=meta.inputs[0].datatype,
                 output_name=spec.output, model_version=upstream.ref.version,
-                timeout_s=spec.timeout_s,
+                timeout_s=spec.timeout_s, token=upstream.ref.token(),
+                **{k: str(v) for k, v in (("ca_file", upstream.ref.ca_file),
+                                          ("client_cert", upstream.ref.client_cert),
+                                          ("client_key", upstream.ref.client_key)) if v},
             )
         return predictors
 

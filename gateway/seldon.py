@@ -53,18 +53,34 @@ from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.errors import ArbiterError, InvalidRequestError, UnsupportedError
 from protos.protocol import InferenceRequest, RequestedOutput
 from protos.registry import ModelRegistry
+from protos.server.auth import FEEDBACK, INFER
 from protos.server.grpc import guarded
 from protos.server.http import MAX_ELEMENTS_KEY, METRICS_KEY, json_response
 from protos.server.metrics import ServerMetrics
 
 __all__ = [
     "SeldonGateway", "SeldonAPI", "add_seldon_routes", "add_seldon_service", "seldon_error",
+    "SELDON_GRPC_SCOPES", "SELDON_REST_SCOPES",
 ]
 
 log = logging.getLogger("arbiter.seldon")
 
 EXTENSION = "seldon_v1"
 """Advertised at ``GET /v2`` when the Seldon routes are served."""
+
+_PREFIXES = ("", "/seldon/{namespace}/{deployment}")
+_VERSIONS = ("v1.0", "v0.1")
+SELDON_REST_SCOPES = {
+    ("POST", f"{prefix}/api/{version}/{path}"): scope
+    for prefix in _PREFIXES for version in _VERSIONS
+    for path, scope in (("predictions", INFER), ("feedback", FEEDBACK))
+}
+"""Scope of each Seldon REST route (``protos/server/auth.py``)."""
+SELDON_GRPC_SCOPES = {
+    "/seldon.protos.Seldon/Predict": INFER,
+    "/seldon.protos.Seldon/SendFeedback": FEEDBACK,
+}
+"""Scope of each ``seldon.protos.Seldon`` RPC."""
 
 
 class SeldonGateway(Protocol):
@@ -145,7 +161,9 @@ class SeldonAPI:
         answer_meta = {
             "puid": response.id,
             "tags": {**meta.get("tags", {}), "decision_id": params.get("decision_id"),
-                     "routed_model": routed, "router": params.get("router")},
+                     "routed_model": routed, "router": params.get("router"),
+                     **({"feedback_token": params["feedback_token"]}
+                        if "feedback_token" in params else {})},
             "routing": {name: models.index(routed)} if routed in models else {},
             "requestPath": {routed: ref.name} if ref is not None else {},
         }
@@ -170,6 +188,9 @@ class SeldonAPI:
             used, item = "reward", {"decision_id": decision_id, "reward": message["reward"]}
         else:
             raise InvalidRequestError("feedback needs a 'reward' (in [0, 1]) or a 'truth'")
+        token = message["response"]["meta"]["tags"].get("feedback_token")
+        if token is not None:  # the answer's own token, sent back with it
+            item["feedback_token"] = token
         [result] = await self.gateway.feedback(name, [item])
         status = result["status"]
         tags = {"decision_id": decision_id, "feedback": status, "used": used,
@@ -285,8 +306,8 @@ def add_seldon_routes(app: web.Application, gateway: SeldonGateway) -> None:
     api.max_elements = app[MAX_ELEMENTS_KEY]
     if EXTENSION not in gateway.registry.extensions:
         gateway.registry.extensions.append(EXTENSION)
-    for prefix in ("", "/seldon/{namespace}/{deployment}"):
-        for version in ("v1.0", "v0.1"):
+    for prefix in _PREFIXES:
+        for version in _VERSIONS:
             app.router.add_post(f"{prefix}/api/{version}/predictions", _handler(api, _predict))
             app.router.add_post(f"{prefix}/api/{version}/feedback", _handler(api, _feedback))
 

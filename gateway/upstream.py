@@ -1,10 +1,13 @@
 """Pooled OIP clients from the gateway to model-wrapper pods.
 
 gRPC targets use ``grpc.aio`` channels (raw tensor contents); REST targets use one
-aiohttp keep-alive session with the binary tensor extension. Every call has the
+aiohttp keep-alive session with the binary tensor extension; ``grpcs://`` and
+``https://`` reach the pod over TLS (``ca_file``, and a client certificate for mTLS),
+and ``token_env`` names the bearer token sent to a pod that has auth. Every call has the
 model's deadline. Failures map onto the error tree: unreachable -> 503
 (:class:`UpstreamUnavailableError`), deadline -> 504 (:class:`DeadlineError`), the pod's
-own 4xx keep their meaning, anything else -> 500 (:class:`InferenceError`).
+own 4xx keep their meaning, anything else -> 500 (:class:`InferenceError`). Messages
+name the model key, never the pod's address (transport details go to the log).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 
 import aiohttp
 import grpc
@@ -38,6 +42,7 @@ from protos.protocol import (
     ModelMetadata,
     TensorMetadata,
 )
+from protos.server.tls import ClientTls
 
 __all__ = ["UpstreamModel", "connect"]
 
@@ -137,15 +142,15 @@ class GrpcUpstream(UpstreamModel):
 
     def __init__(self, key: str, ref: ModelRef) -> None:
         super().__init__(key, ref)
-        target = ref.url.removeprefix("grpc://")
         options = [
             ("grpc.max_receive_message_length", 256 * 2**20),
             ("grpc.max_send_message_length", 256 * 2**20),
         ]
         self._channels = [
-            grpc.aio.insecure_channel(target, options=[*options, ("grpc.channel_pool_id", i)])
-            for i in range(ref.connections)
+            _channel(ref, [*options, ("grpc.channel_pool_id", i)]) for i in range(ref.connections)
         ]
+        token = ref.token()
+        self._auth_metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stubs = itertools.cycle(
             [pb_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
         )
@@ -153,7 +158,8 @@ class GrpcUpstream(UpstreamModel):
     async def fetch_metadata(self) -> ModelMetadata:
         message = pb.ModelMetadataRequest(name=self.ref.name, version=self.ref.version or "")
         try:
-            reply = await next(self._stubs).ModelMetadata(message, timeout=self.ref.timeout_s)
+            reply = await next(self._stubs).ModelMetadata(
+                message, timeout=self.ref.timeout_s, metadata=self._auth_metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
         return ModelMetadata(
@@ -165,14 +171,20 @@ class GrpcUpstream(UpstreamModel):
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         message = grpc_codec.request_to_pb(self._prepare(request))
         try:
-            reply = await next(self._stubs).ModelInfer(message, timeout=self.ref.timeout_s)
+            reply = await next(self._stubs).ModelInfer(
+                message, timeout=self.ref.timeout_s, metadata=self._auth_metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
         return grpc_codec.response_from_pb(reply)
 
     def _error(self, exc: grpc.aio.AioRpcError) -> ArbiterError:
         cls = _GRPC_ERRORS.get(exc.code(), InferenceError)
-        return cls(f"model {self.key!r}: {exc.details() or exc.code().name}")
+        details = exc.details() or ""
+        if exc.code() in _TRANSPORT_CODES and _names_an_address(details, self.ref):
+            log.warning("model %r at %s: %s %s", self.key, self.ref.url, exc.code().name,
+                        details)  # the address goes to the log only
+            return cls(f"model {self.key!r}: {_TRANSPORT_CODES[exc.code()]}")
+        return cls(f"model {self.key!r}: {details or exc.code().name}")
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels), return_exceptions=True)
@@ -184,6 +196,8 @@ class HttpUpstream(UpstreamModel):
     def __init__(self, key: str, ref: ModelRef) -> None:
         super().__init__(key, ref)
         base = ref.url.rstrip("/")
+        token = ref.token()
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         path = f"/v2/models/{ref.name}" + (f"/versions/{ref.version}" if ref.version else "")
         self._meta_url = base + path
         self._infer_url = base + path + "/infer"
@@ -191,22 +205,27 @@ class HttpUpstream(UpstreamModel):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.ref.connections * 16, keepalive_timeout=60)
+            ssl_context = _client_tls(self.ref).ssl_context() if self.ref.tls else None
+            connector = aiohttp.TCPConnector(limit=self.ref.connections * 16, keepalive_timeout=60,
+                                             ssl=ssl_context if ssl_context else True)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.ref.timeout_s)
             )
         return self._session
 
-    async def _call(self, method: str, url: str, **kwargs) -> tuple[int, dict, bytes]:
+    async def _call(self, method: str, url: str, headers: dict | None = None,
+                    **kwargs) -> tuple[int, dict, bytes]:
         try:
-            async with self._client().request(method, url, **kwargs) as reply:
+            async with self._client().request(method, url, headers={**self._headers,
+                                              **(headers or {})}, **kwargs) as reply:
                 return reply.status, dict(reply.headers), await reply.read()
         except TimeoutError:
             raise DeadlineError(
                 f"model {self.key!r} did not answer within {self.ref.timeout_s} s"
             ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailableError(f"model {self.key!r} unreachable: {exc}") from None
+        except aiohttp.ClientError as exc:  # names the address: logged, not returned
+            log.warning("model %r at %s unreachable: %s", self.key, self.ref.url, exc)
+            raise UpstreamUnavailableError(f"model {self.key!r} unreachable") from None
 
     def _check(self, status: int, body: bytes) -> None:
         if status == 200:
@@ -215,6 +234,8 @@ class HttpUpstream(UpstreamModel):
             message = jsonc.loads(body).get("error", "")
         except Exception:
             message = body[:200].decode(errors="replace")
+        if status in (401, 403):
+            message = "the pod refused the gateway's credentials"
         cls = _HTTP_ERRORS.get(status, InferenceError)
         raise cls(f"model {self.key!r}: {message or status}")
 
@@ -249,6 +270,35 @@ class HttpUpstream(UpstreamModel):
             await self._session.close()
 
 
+_TRANSPORT_CODES = {
+    grpc.StatusCode.UNAVAILABLE: "unreachable",
+    grpc.StatusCode.UNKNOWN: "transport error",
+    grpc.StatusCode.UNAUTHENTICATED: "the pod refused the gateway's credentials",
+    grpc.StatusCode.PERMISSION_DENIED: "the pod refused the gateway's credentials",
+}
+
+
+_ADDRESS = re.compile(r"ipv[46]:|unix:|dns:|addresses|\d+\.\d+\.\d+\.\d+|:\d{2,5}\b")
+
+
+def _names_an_address(details: str, ref: ModelRef) -> bool:
+    """Whether gRPC's error text is the transport's (naming addresses) rather than the
+    pod's own message."""
+    host = ref.address.rsplit(":", 1)[0]
+    return not details or host in details or bool(_ADDRESS.search(details))
+
+
+def _client_tls(ref: ModelRef) -> ClientTls:
+    return ClientTls(ref.ca_file, ref.client_cert, ref.client_key)
+
+
+def _channel(ref: ModelRef, options: list) -> grpc.aio.Channel:
+    if ref.tls:
+        return grpc.aio.secure_channel(ref.address, _client_tls(ref).grpc_credentials(),
+                                       options=options)
+    return grpc.aio.insecure_channel(ref.address, options=options)
+
+
 def connect(key: str, ref: ModelRef) -> UpstreamModel:
-    """The client for ``ref``'s protocol (``grpc://`` or ``http://``)."""
+    """The client for ``ref``'s protocol (``grpc[s]://`` or ``http[s]://``)."""
     return GrpcUpstream(key, ref) if ref.protocol == "grpc" else HttpUpstream(key, ref)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = POOL.AddSerializedFile(b'\n\x14protos/arbiter.proto\x12\x07\x61rbiter\"f\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x06reward\x18\x02 \x01(\x01H\x00\x12\x14\n\ntruth_json\x18\x03 \x01(\tH\x00\x12\x12\n\ncorrection\x18\x04 \x01(\x08\x42\t\n\x07outcome\"J\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12#\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x03(\x0b\x32\x11.arbiter.Feedback\"\x9c\x01\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x35\n\x07rewards\x18\x03 \x03(\x0b\x32$.arbiter.FeedbackResult.RewardsEntry\x1a.\n\x0cRewardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"<\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.arbiter.FeedbackResult\")\n\x12GetDecisionRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"\x1e\n\x0e\x44\x65\x63isionRecord\x12\x0c\n\x04json\x18\x01 \x01(\t2\x9b\x01\n\x0f\x44\x65\x63isionService\x12\x41\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x18.arbiter.FeedbackRequest\x1a\x19.arbiter.FeedbackResponse\"\x00\x12\x45\n\x0bGetDecision\x12\x1b.arbiter.GetDecisionRequest\x1a\x17.arbiter.DecisionRecord\"\x00\x62\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n\x14protos/arbiter.proto\x12\x07\x61rbiter\"~\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x06reward\x18\x02 \x01(\x01H\x00\x12\x14\n\ntruth_json\x18\x03 \x01(\tH\x00\x12\x12\n\ncorrection\x18\x04 \x01(\x08\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x05 \x01(\tB\t\n\x07outcome\"J\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12#\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x03(\x0b\x32\x11.arbiter.Feedback\"\x9c\x01\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x35\n\x07rewards\x18\x03 \x03(\x0b\x32$.arbiter.FeedbackResult.RewardsEntry\x1a.\n\x0cRewardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"<\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.arbiter.FeedbackResult\")\n\x12GetDecisionRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"\x1e\n\x0e\x44\x65\x63isionRecord\x12\x0c\n\x04json\x18\x01 \x01(\t2\x9b\x01\n\x0f\x44\x65\x63isionService\x12\x41\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x18.arbiter.FeedbackRequest\x1a\x19.arbiter.FeedbackResponse\"\x00\x12\x45\n\x0bGetDecision\x12\x1b.arbiter.GetDecisionRequest\x1a\x17.arbiter.DecisionRecord\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,19 +35,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDBACKRESULT_REWARDSENTRY']._loaded_options = None
   _globals['_FEEDBACKRESULT_REWARDSENTRY']._serialized_options = b'8\001'
   _globals['_FEEDBACK']._serialized_start=33
-  _globals['_FEEDBACK']._serialized_end=135
-  _globals['_FEEDBACKREQUEST']._serialized_start=137
-  _globals['_FEEDBACKREQUEST']._serialized_end=211
-  _globals['_FEEDBACKRESULT']._serialized_start=214
-  _globals['_FEEDBACKRESULT']._serialized_end=370
-  _globals['_FEEDBACKRESULT_REWARDSENTRY']._serialized_start=324
-  _globals['_FEEDBACKRESULT_REWARDSENTRY']._serialized_end=370
-  _globals['_FEEDBACKRESPONSE']._serialized_start=372
-  _globals['_FEEDBACKRESPONSE']._serialized_end=432
-  _globals['_GETDECISIONREQUEST']._serialized_start=434
-  _globals['_GETDECISIONREQUEST']._serialized_end=475
-  _globals['_DECISIONRECORD']._serialized_start=477
-  _globals['_DECISIONRECORD']._serialized_end=507
-  _globals['_DECISIONSERVICE']._serialized_start=510
-  _globals['_DECISIONSERVICE']._serialized_end=665
+  _globals['_FEEDBACK']._serialized_end=159
+  _globals['_FEEDBACKREQUEST']._serialized_start=161
+  _globals['_FEEDBACKREQUEST']._serialized_end=235
+  _globals['_FEEDBACKRESULT']._serialized_start=238
+  _globals['_FEEDBACKRESULT']._serialized_end=394
+  _globals['_FEEDBACKRESULT_REWARDSENTRY']._serialized_start=348
+  _globals['_FEEDBACKRESULT_REWARDSENTRY']._serialized_end=394
+  _globals['_FEEDBACKRESPONSE']._serialized_start=396
+  _globals['_FEEDBACKRESPONSE']._serialized_end=456
+  _globals['_GETDECISIONREQUEST']._serialized_start=458
+  _globals['_GETDECISIONREQUEST']._serialized_end=499
+  _globals['_DECISIONRECORD']._serialized_start=501
+  _globals['_DECISIONRECORD']._serialized_end=531
+  _globals['_DECISIONSERVICE']._serialized_start=534
+  _globals['_DECISIONSERVICE']._serialized_end=689
 # @@protoc_insertion_point(module_scope)

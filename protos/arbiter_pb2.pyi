@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Feedback(_message.Message):
-    __slots__ = ("decision_id", "reward", "truth_json", "correction")
+    __slots__ = ("decision_id", "reward", "truth_json", "correction", "feedback_token")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     TRUTH_JSON_FIELD_NUMBER: _ClassVar[int]
     CORRECTION_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     reward: float
     truth_json: str
     correction: bool
-    def __init__(self, decision_id: _Optional[str] = ..., reward: _Optional[float] = ..., truth_json: _Optional[str] = ..., correction: _Optional[bool] = ...) -> None: ...
+    feedback_token: str
+    def __init__(self, decision_id: _Optional[str] = ..., reward: _Optional[float] = ..., truth_json: _Optional[str] = ..., correction: _Optional[bool] = ..., feedback_token: _Optional[str] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("deployment", "feedback")

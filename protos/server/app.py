@@ -23,7 +23,9 @@ from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.registry import ModelRegistry
 from protos.server import grpc as grpc_server
 from protos.server import rest
+from protos.server.auth import AuthPolicy
 from protos.server.metrics import MetricsBound, ServerMetrics
+from protos.server.tls import ServerTls
 
 __all__ = ["ServerOptions", "Server", "Hook"]
 
@@ -46,15 +48,21 @@ class ServerOptions:
         drain_timeout_s: seconds in-flight requests get to finish at shutdown.
         reuse_port: bind with SO_REUSEPORT, so that several worker processes share
             the ports (``--workers``).
+        auth: bearer tokens and route scopes; None: every caller may do anything
+            (a warning is logged at start).
+        tls: certificate and key (and client CA for mTLS) of both ports; None: plain
+            text.
     """
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     http_port: int = 8080
     grpc_port: int = 8081
     max_body_bytes: int = 64 * 2**20
     max_tensor_elements: int = DEFAULT_MAX_ELEMENTS
     drain_timeout_s: float = 10.0
     reuse_port: bool = False
+    auth: AuthPolicy | None = None
+    tls: ServerTls | None = None
 
 
 class Server:
@@ -95,6 +103,7 @@ class Server:
         self.app = rest.build_app(
             registry, self.metrics, max_body_bytes=self.options.max_body_bytes,
             max_tensor_elements=self.options.max_tensor_elements, extra_routes=extra_routes,
+            auth=self.options.auth,
         )
         self._extra_services = extra_services
         self._on_startup = list(on_startup or ())
@@ -132,13 +141,20 @@ class Server:
             self.app, access_log=None, shutdown_timeout=opts.drain_timeout_s
         )
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, shutdown_timeout=opts.drain_timeout_s).start()
+        ssl_context = opts.tls.ssl_context() if opts.tls is not None else None
+        await web.SockSite(self._runner, sock, shutdown_timeout=opts.drain_timeout_s,
+                           ssl_context=ssl_context).start()
         if opts.grpc_port >= 0:
             await self._start_grpc(opts)
         if not opts.reuse_port:  # health answers "starting" while models load
             await self._startup_hooks()
         self.registry.starting = False
-        log.info("serving REST on %s:%d, gRPC on %d", opts.host, self.http_port, self.grpc_port)
+        if opts.auth is None:
+            log.warning("auth is off: any caller that reaches %s may infer, send feedback, "
+                        "read decisions and change models (configure auth.tokens_file or "
+                        "--auth-tokens-file)", opts.host)
+        log.info("serving REST%s on %s:%d, gRPC on %d", " (TLS)" if opts.tls else "",
+                 opts.host, self.http_port, self.grpc_port)
 
     async def _startup_hooks(self) -> None:
         for hook in self._on_startup:
@@ -148,10 +164,14 @@ class Server:
         self._grpc = grpc_server.build_server(
             self.registry, self.metrics, max_message_bytes=opts.max_body_bytes,
             max_tensor_elements=opts.max_tensor_elements, extra_services=self._extra_services,
-            reuse_port=opts.reuse_port,
+            reuse_port=opts.reuse_port, auth=opts.auth,
         )
+        address = f"{opts.host}:{opts.grpc_port}"
         try:
-            port = self._grpc.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
+            if opts.tls is not None:
+                port = self._grpc.add_secure_port(address, opts.tls.grpc_credentials())
+            else:
+                port = self._grpc.add_insecure_port(address)
         except RuntimeError:  # grpcio raises this when the port is taken
             port = 0
         if port == 0:
@@ -204,8 +224,9 @@ class Server:
 
     @property
     def http_url(self) -> str:
-        """``http://127.0.0.1:<port>`` of the bound REST port."""
-        return f"http://127.0.0.1:{self.http_port}"
+        """``http://127.0.0.1:<port>`` of the bound REST port (``https`` with TLS)."""
+        scheme = "https" if self.options.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:

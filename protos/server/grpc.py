@@ -30,6 +30,7 @@ from protos.codecs import grpc as codec
 from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.errors import ArbiterError
 from protos.registry import ModelRegistry
+from protos.server.auth import AuthInterceptor, AuthPolicy
 from protos.server.metrics import ServerMetrics
 
 __all__ = ["InferenceServicer", "abort_code", "build_server", "guarded"]
@@ -156,14 +157,17 @@ def build_server(
     max_tensor_elements: int = DEFAULT_MAX_ELEMENTS,
     extra_services: list | None = None,
     reuse_port: bool = False,
+    auth: AuthPolicy | None = None,
 ) -> grpc.aio.Server:
     """A ``grpc.aio`` server with the OIP service (and ``extra_services``, each a
     callable taking the server), its errors mapped by :func:`guarded`; not yet bound or
     started. A request tensor whose shape implies more than ``max_tensor_elements``
     elements gets INVALID_ARGUMENT before anything is allocated. ``reuse_port`` lets
     several worker processes bind the same port (off by default, so that a second
-    server on a taken port fails instead of silently sharing it)."""
+    server on a taken port fails instead of silently sharing it). ``auth`` is enforced
+    on every RPC by an :class:`~protos.server.auth.AuthInterceptor`."""
     server = grpc.aio.server(
+        interceptors=[AuthInterceptor(auth)] if auth is not None else None,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

@@ -26,6 +26,7 @@ from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.errors import ArbiterError, InvalidRequestError, PayloadTooLargeError
 from protos.protocol import ModelMetadata
 from protos.registry import ModelRegistry
+from protos.server.auth import AuthPolicy, auth_middleware
 from protos.server.http import (
     JSON_TYPE,
     MAX_ELEMENTS_KEY,
@@ -194,6 +195,7 @@ def build_app(
     max_body_bytes: int = 64 * 2**20,
     max_tensor_elements: int = DEFAULT_MAX_ELEMENTS,
     extra_routes: Callable[[web.Application], None] | None = None,
+    auth: AuthPolicy | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``registry``.
 
@@ -204,8 +206,10 @@ def build_app(
         max_tensor_elements: a request tensor whose shape implies more elements gets
             400 before anything is allocated.
         extra_routes: adds product routes (the gateway's feedback, decisions, admin).
+        auth: bearer tokens and route scopes (checked before any handler); None: open.
     """
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+    middlewares = [_errors] if auth is None else [_errors, auth_middleware(auth)]
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics
     app[MAX_ELEMENTS_KEY] = max_tensor_elements
