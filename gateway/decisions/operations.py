@@ -7,12 +7,18 @@ propensity, idempotency key), ``shadow_outputs`` (one row per shadow), ``feedbac
 (the feedback in force with its history of corrections), ``explanations``,
 ``arm_stats`` (per router and arm: n, reward_sum) and ``router_values`` (champion,
 promotion log).
+
+What a decision row keeps of the request's inputs follows ``store.inputs``: the
+tensors (``store``), per input the SHA-256 of its canonical JSON (sorted keys, no
+spaces) with its datatype and shape (``hash``), or nothing (``drop``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import hashlib
 
 import orjson
 
@@ -24,8 +30,8 @@ from routers.state import CHAMPION, PROMOTIONS, ArmStats, Learning
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema", "decision_row", "dumps",
-    "insert_decision", "insert_feedback", "nothing", "promote_router", "select_decisions",
-    "state_of_all", "upsert_doc",
+    "input_docs", "insert_decision", "insert_feedback", "nothing", "promote_router",
+    "purge_before", "select_decisions", "state_of_all", "upsert_doc",
 ]
 
 SCHEMA_VERSION = 1
@@ -77,10 +83,27 @@ def create_schema(tx: Tx, dialect: Dialect) -> None:
         )
 
 
-def decision_row(decision: Decision, key: str | None) -> tuple:
+def input_docs(inputs: dict[str, Any], mode: str) -> dict[str, Any]:
+    """What a record keeps of ``inputs`` (name -> tensor document) under ``mode``
+    (``store``, ``hash`` or ``drop``)."""
+    if mode == "store":
+        return inputs
+    if mode == "drop":
+        return {}
+    return {name: {"sha256": hashlib.sha256(_canonical(doc)).hexdigest(),
+                   "datatype": doc.get("datatype"), "shape": doc.get("shape")}
+            for name, doc in inputs.items()}
+
+
+def _canonical(doc: Any) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def decision_row(decision: Decision, key: str | None, inputs: str = "store") -> tuple:
     doc = {
         "request_id": decision.request_id, "shadows": decision.shadows,
-        "inputs": decision.inputs, "outputs": decision.outputs.get(decision.routed, {}),
+        "inputs": input_docs(decision.inputs, inputs),
+        "outputs": decision.outputs.get(decision.routed, {}),
         "latency_ms": decision.latency_ms.get(decision.routed), "parameters": decision.parameters,
         "explanation": decision.explanation,
     }
@@ -109,6 +132,15 @@ def insert_decision(tx: Tx, row: tuple, key: str | None, window_start: float) ->
         if held is not None:
             return held[0]
     return row[0]
+
+
+def purge_before(tx: Tx, cutoff: float) -> int:
+    """Delete the decisions made before ``cutoff`` (Unix seconds) with their feedback,
+    shadow outputs and explanations; returns how many decisions went."""
+    old = "SELECT id FROM decisions WHERE time < ?"
+    for table in ("feedback", "shadow_outputs", "explanations"):
+        tx.run(f"DELETE FROM {table} WHERE decision_id IN ({old})", (cutoff,))
+    return tx.run("DELETE FROM decisions WHERE time < ?", (cutoff,))
 
 
 def upsert_doc(tx: Tx, table: str, key_columns: tuple[str, ...], row: tuple) -> None:

@@ -44,6 +44,7 @@ from gateway.decisions.operations import (
     insert_feedback,
     nothing,
     promote_router,
+    purge_before,
     select_decisions,
     state_of_all,
     upsert_doc,
@@ -60,6 +61,8 @@ log = logging.getLogger("arbiter.decisions")
 
 _MAX_BATCH = 512
 _TRIES = 5
+PURGE_INTERVAL_S = 3600.0
+"""How often decisions past ``store.retention_days`` are deleted."""
 
 
 @dataclass(slots=True)
@@ -98,6 +101,7 @@ class SQLDecisionStore(DecisionStore):
         self._readers: ThreadPoolExecutor | None = None
         self._reader: Callable | None = None
         self._refresher: asyncio.Task | None = None
+        self._purger: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self, router_keys: list[str]) -> None:
@@ -117,12 +121,15 @@ class SQLDecisionStore(DecisionStore):
             self._reader = self.dialect.reader()
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="store-refresh")
+        if self.spec.retention_days is not None:
+            self._purger = asyncio.create_task(self._purge_loop(), name="store-purge")
 
     async def close(self) -> None:
         """See :meth:`DecisionStore.close`."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        for task in (self._refresher, self._purger):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
@@ -146,7 +153,7 @@ class SQLDecisionStore(DecisionStore):
         """See :meth:`DecisionStore.create`."""
         self._remember(decision)
         key = idempotency_key or None
-        row = decision_row(decision, key)
+        row = decision_row(decision, key, self.spec.inputs)
         future = self._submit(insert_decision, (row, key, decision.time - window_s),
                               behind=not (wait or key))
         if not (wait or key or self._behind > self.spec.write_queue):
@@ -215,6 +222,27 @@ class SQLDecisionStore(DecisionStore):
         done, snapshot = await self._call(promote_router, key, expected, dict(record), lock=key)
         self.state.replace(key, snapshot)
         return done
+
+    async def purge(self, before: float) -> int:
+        """See :meth:`DecisionStore.purge`."""
+        purged = await self._call(purge_before, before)
+        for decision_id in [i for i, d in self._recent.items() if d.time < before]:
+            del self._recent[decision_id]
+        return purged
+
+    async def _purge_loop(self) -> None:
+        assert self.spec.retention_days is not None
+        while True:
+            try:
+                cutoff = time.time() - self.spec.retention_days * 86_400
+                purged = await self.purge(cutoff)
+                if purged:
+                    log.info("deleted %d decisions older than %g days", purged,
+                             self.spec.retention_days)
+            except Exception:
+                log.exception("deleting expired decisions failed; retrying in %.0f s",
+                              PURGE_INTERVAL_S)
+            await asyncio.sleep(PURGE_INTERVAL_S)
 
     # -- reads -----------------------------------------------------------------------
     def cached(self, decision_id: str) -> Decision | None:

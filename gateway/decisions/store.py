@@ -18,6 +18,8 @@ Operations are intents, each one transaction and idempotent where a client may r
                             adjusts the counts by the difference
 ``attach_explanation``      the explanation document
 ``promote``                 compare-and-set of a router's champion, with its record
+``purge``                   deletes decisions older than a time, with their feedback,
+                            shadow outputs and explanations (``store.retention_days``)
 ``get`` / ``list`` /        reads: one decision, a deployment's decisions in a time
 ``find``                    range, the decision holding an idempotency key
 ==========================  ==============================================================
@@ -151,6 +153,12 @@ class DecisionStore(ABC):
     async def promote(self, key: str, expected: Any, record: Mapping[str, Any]) -> bool:
         """Compare-and-set router ``key``'s champion (see
         :meth:`routers.state.StateStore.promote`); committed before returning."""
+
+    @abstractmethod
+    async def purge(self, before: float) -> int:
+        """Delete the decisions made before ``before`` (Unix seconds) with their
+        feedback, shadow outputs and explanations, in one transaction; returns how many
+        decisions were deleted. Router counts are kept (what was learned stays)."""
 
     @abstractmethod
     def cached(self, decision_id: str) -> Decision | None:
