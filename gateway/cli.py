@@ -5,7 +5,10 @@ Subcommands:
                  REST and gRPC (a model-wrapper pod);
     gateway      serve the deployments of a gateway config file;
     up           start every wrapper of a local run file and the gateway in front of
-                 them, as separate processes (development and demos).
+                 them, as separate processes (development and demos);
+    replay       estimate a candidate router's mean reward on a deployment's logged
+                 decisions (IPS, SNIPS, doubly robust);
+    simulate     run the routers of a gateway config against recorded outcomes.
 """
 
 from __future__ import annotations
@@ -106,7 +109,90 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the wrappers and gateway of a local run file")
     up.add_argument("--config", required=True, help="local run file (YAML)")
     up.add_argument("--log-level", default="INFO", help="logging level")
+    _add_offline_parsers(sub)
     return parser
+
+
+def _add_offline_parsers(sub) -> None:
+    """``replay`` and ``simulate``: offline commands that serve nothing."""
+    replay = sub.add_parser(
+        "replay", help="estimate a candidate router's mean reward on logged decisions",
+        description="Estimate what a candidate router would have earned on the decisions "
+        "a deployment logged (those with feedback), off-policy: IPS, self-normalised IPS "
+        "and doubly robust, each with a 95%% interval, and the effective sample size. "
+        "Writes OUT/replay.json; warnings about weak support go to stderr too.",
+    )
+    replay.add_argument("--store", required=True,
+                        help="decision store: a SQLite file (or sqlite:///path) or a "
+                        "postgresql:// DSN")
+    replay.add_argument("--deployment", required=True, help="deployment whose log is used")
+    replay.add_argument("--policy", required=True,
+                        help="YAML file with one router: block in the gateway config's "
+                        "format, e.g. 'router: {kind: weighted, weights: {gbm: 100}}'")
+    replay.add_argument("--out", required=True, help="folder for replay.json")
+    replay.add_argument("--reward-model", choices=("auto", "mean"), default="auto",
+                        help="DR reward model: auto uses the recorded rewards of decisions "
+                        "that scored every candidate model, else per-model means; mean "
+                        "always uses per-model means (default: auto)")
+    replay.add_argument("--min-ess", type=_non_negative, default=100.0,
+                        help="warn when the effective sample size is below this "
+                        "(default: 100)")
+    replay.add_argument("--since", type=float, help="first decision time (Unix seconds)")
+    replay.add_argument("--until", type=float, help="decisions before this (Unix seconds)")
+    replay.add_argument("--log-level", default="WARNING", help="logging level")
+    sim = sub.add_parser(
+        "simulate", help="run a config's routers against recorded outcomes",
+        description="Run the router of each deployment of a gateway config against "
+        "recorded outcomes, through the gateway's learning path, for several seeds. "
+        "Writes OUT/simulation.json (regret, traffic share, promotions, false-promotion "
+        "rate, per seed and aggregated) and OUT/regret.png.",
+    )
+    sim.add_argument("--config", required=True, help="gateway config YAML file")
+    sim.add_argument("--outcomes", required=True,
+                     help="CSV: a header of model keys, one row per request, each cell "
+                     "that model's reward in [0, 1] (python -m examples.credit.outcomes "
+                     "makes one from the credit example)")
+    sim.add_argument("--seeds", type=_trials, required=True,
+                     help="number of seeded runs (each draws its own requests)")
+    sim.add_argument("--out", required=True, help="folder for simulation.json and regret.png")
+    sim.add_argument("--steps", type=_trials, default=1000,
+                     help="requests per run, drawn from the rows with replacement "
+                     "(default: 1000)")
+    sim.add_argument("--feedback-delay", type=int, default=0,
+                     help="requests between a decision and its feedback (default: 0)")
+    sim.add_argument("--deployment", action="append",
+                     help="simulate only this deployment (repeatable; default: all)")
+    sim.add_argument("--log-level", default="WARNING", help="logging level")
+
+
+def _trials(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"{text} must be from 1 to 10000000")
+    return value
+
+
+def _offline(args: argparse.Namespace) -> int:
+    """``replay`` and ``simulate``; a store that cannot be read ends with status 1."""
+    from gateway.decisions import StoreError
+
+    try:
+        if args.command == "replay":
+            from gateway.replay import run_replay
+
+            run_replay(args.store, args.deployment, args.policy, args.out,
+                       reward_model=args.reward_model, min_ess=args.min_ess,
+                       since=args.since, until=args.until)
+        else:
+            from gateway.simulate import run_simulate
+
+            run_simulate(args.config, args.outcomes, args.seeds, args.out, steps=args.steps,
+                         feedback_delay=max(args.feedback_delay, 0),
+                         deployments=args.deployment)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
 
 
 def _server_options(args: argparse.Namespace):
@@ -262,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command in ("replay", "simulate"):
+            return _offline(args)
         if args.command != "up" and args.workers > 1:
             return _workers(args)
         if args.command == "serve-model":
