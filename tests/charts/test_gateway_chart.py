@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 EXAMPLE = EXAMPLES / "gateway.yaml"
 HA_EXAMPLE = EXAMPLES / "gateway-postgres-ha.yaml"
-GATEWAY_FLAGS = {"--config", "--http-port", "--grpc-port", "--drain-timeout-s"}
+GATEWAY_FLAGS = {"--config", "--http-port", "--grpc-port", "--drain-timeout-s", "--host",
+                 "--tls-cert", "--tls-key", "--tls-client-ca"}
 # The SQLite example on an emptyDir instead of a PersistentVolumeClaim.
 EPHEMERAL = {"persistence": {"enabled": False}}
 # The example on PostgreSQL, the only store that allows several replicas.
@@ -148,6 +149,8 @@ def test_store_options_reach_the_gateway_loader(helm: Helm, tmp_path: Path) -> N
         "poolSize": 8,
         "memorySize": 300,
         "idempotencyWindowSeconds": 60,
+        "inputs": "hash",
+        "retentionDays": 30,
     }
     store = load_rendered(render_with(helm, {"store": options}), tmp_path).store
     assert store.model_dump(include=set(StoreSpec.model_fields) - {"kind", "path", "dsn"}) == {
@@ -158,6 +161,8 @@ def test_store_options_reach_the_gateway_loader(helm: Helm, tmp_path: Path) -> N
         "pool_size": 8,
         "memory_size": 300,
         "idempotency_window_s": 60.0,
+        "inputs": "hash",
+        "retention_days": 30.0,
     }
     schema = json.loads((GATEWAY_CHART / "values.schema.json").read_text())
     assert set(schema["properties"]["store"]["properties"]) == {
@@ -200,7 +205,8 @@ def test_config_schema_fields_match_the_gateway_config() -> None:
     from gateway.config import DeploymentSpec, GatewayConfig, ModelRef
 
     schema = config_schema()["properties"]
-    assert set(schema) == set(GatewayConfig.model_fields) - {"store"}
+    rendered_from_values = {"store", "auth", "feedback"}  # store and security values
+    assert set(schema) == set(GatewayConfig.model_fields) - rendered_from_values
     assert set(schema["models"]["additionalProperties"]["properties"]) == set(ModelRef.model_fields)
     assert set(schema["deployments"]["additionalProperties"]["properties"]) == set(
         DeploymentSpec.model_fields

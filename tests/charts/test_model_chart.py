@@ -39,6 +39,11 @@ SERVE_MODEL_FLAGS = {
     "--http-port",
     "--grpc-port",
     "--drain-timeout-s",
+    "--host",
+    "--auth-tokens-file",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
 }
 # A minimal valid release: a sklearn model on a claim.
 BASE: dict[str, Any] = {"model": {"name": "m1"}, "artifact": {"pvc": {"claimName": "models"}}}

@@ -77,6 +77,17 @@ config: the gateway reads it from ARBITER_STORE_DSN, set from a Secret.
 {{- define "arbiter-gateway.config" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- $_ := set $cfg "store" (include "arbiter-gateway.store" . | fromYaml) }}
+{{- $security := .Values.security }}
+{{- with $security.auth.tokensSecret }}
+{{- $auth := dict "tokens_file" (printf "/etc/arbiter-auth/%s" $security.auth.tokensKey) }}
+{{- if $security.auth.protectMetrics }}
+{{- $_ := set $auth "protect_metrics" true }}
+{{- end }}
+{{- $_ := set $cfg "auth" $auth }}
+{{- end }}
+{{- if $security.feedback.requireDecisionToken }}
+{{- $_ := set $cfg "feedback" (dict "require_decision_token" true) }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -94,7 +105,9 @@ config: the gateway reads it from ARBITER_STORE_DSN, set from a Secret.
   "refreshIntervalMs" "refresh_interval_ms"
   "poolSize" "pool_size"
   "memorySize" "memory_size"
-  "idempotencyWindowSeconds" "idempotency_window_s" }}
+  "idempotencyWindowSeconds" "idempotency_window_s"
+  "inputs" "inputs"
+  "retentionDays" "retention_days" }}
 {{- range $value, $option := $options }}
 {{- if not (kindIs "invalid" (get $values $value)) }}
 {{- $_ := set $store $option (get $values $value) }}
@@ -131,5 +144,36 @@ shared only by the processes of one pod, so more replicas need PostgreSQL
 {{- if .Values.persistence.enabled }}
 {{- fail "persistence.enabled is for store.kind sqlite: with postgres the pod keeps no data" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* --tls-* flags from .Values.security.tls (the Secret mounted at /etc/arbiter-tls). */}}
+{{- define "arbiter-gateway.tlsArgs" -}}
+{{- if .Values.security.tls.secretName -}}
+- --tls-cert
+- /etc/arbiter-tls/tls.crt
+- --tls-key
+- /etc/arbiter-tls/tls.key
+{{- if .Values.security.tls.clientAuth }}
+- --tls-client-ca
+- /etc/arbiter-tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A probe on PATH: HTTP(S) GET, or a TCP check under mTLS (the kubelet has no client certificate). */}}
+{{- define "arbiter-gateway.probe" -}}
+{{- $ := index . 0 }}
+{{- $tls := $.Values.security.tls }}
+{{- if and $tls.secretName $tls.clientAuth -}}
+tcpSocket:
+  port: http
+{{- else -}}
+httpGet:
+  path: {{ index . 1 }}
+  port: http
+  {{- if $tls.secretName }}
+  scheme: HTTPS
+  {{- end }}
 {{- end }}
 {{- end }}

@@ -91,3 +91,38 @@ An explicit override that leaves no room for the drain fails the render.
 {{- end }}
 {{- $grace }}
 {{- end }}
+
+{{/* --auth-tokens-file and --tls-* flags from .Values.security (Secrets mounted by the Deployment). */}}
+{{- define "arbiter-model.securityArgs" -}}
+{{- with .Values.security.auth.tokensSecret -}}
+- --auth-tokens-file
+- {{ printf "/etc/arbiter-auth/%s" $.Values.security.auth.tokensKey | quote }}
+{{- end }}
+{{- if .Values.security.tls.secretName }}
+- --tls-cert
+- /etc/arbiter-tls/tls.crt
+- --tls-key
+- /etc/arbiter-tls/tls.key
+{{- if .Values.security.tls.clientAuth }}
+- --tls-client-ca
+- /etc/arbiter-tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A probe on PATH: HTTP(S) GET, or a TCP check under mTLS (the kubelet has no client certificate). */}}
+{{- define "arbiter-model.probe" -}}
+{{- $ := index . 0 }}
+{{- $tls := $.Values.security.tls }}
+{{- if and $tls.secretName $tls.clientAuth -}}
+tcpSocket:
+  port: http
+{{- else -}}
+httpGet:
+  path: {{ index . 1 }}
+  port: http
+  {{- if $tls.secretName }}
+  scheme: HTTPS
+  {{- end }}
+{{- end }}
+{{- end }}
