@@ -119,7 +119,7 @@ def _add_offline_parsers(sub) -> None:
         "replay", help="estimate a candidate router's mean reward on logged decisions",
         description="Estimate what a candidate router would have earned on the decisions "
         "a deployment logged (those with feedback), off-policy: IPS, self-normalised IPS "
-        "and doubly robust, each with a 95%% interval, and the effective sample size. "
+        "and doubly robust, each with a 95% interval, and the effective sample size. "
         "Writes OUT/replay.json; warnings about weak support go to stderr too.",
     )
     replay.add_argument("--store", required=True,

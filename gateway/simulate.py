@@ -326,14 +326,15 @@ def plot(report: Mapping[str, Any], path: str | Path) -> Path:
     windows = np.arange(1, report["windows"] + 1) * report["steps"] / report["windows"]
     for name, dep in report["deployments"].items():
         curve = dep["aggregate"]["regret_curve"]
-        label = f"{name} ({dep['router']['kind']})"
+        label = f"{name}: {dep['router']['kind']} over {', '.join(dep['models'])}"
         (line,) = left.plot(x, curve["median"], label=label, linewidth=2)
         left.fill_between(x, curve["p25"], curve["p75"], color=line.get_color(), alpha=0.15)
         share = dep["aggregate"]["traffic_share"][dep["best_model"]]
         right.plot(windows, share, marker="o", markersize=3, color=line.get_color(),
                    label=f"{name}: {dep['best_model']}")
     left.axhline(0, color="grey", linewidth=0.8)
-    left.set(title="Cumulative regret vs the best model in hindsight\n(median over "
+    left.set(title="Cumulative regret vs the best of each deployment's models in "
+             "hindsight\n(median over "
              f"{report['seeds']} seeds, band: 25-75 %)", xlabel="decisions",
              ylabel="regret (reward units)")
     right.set(title="Traffic share of the most accurate model\n(mean over seeds, per "

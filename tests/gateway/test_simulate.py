@@ -191,7 +191,7 @@ def test_promotion_safety_figures_of_the_default_rule() -> None:
     """A challenger 2 points worse is promoted on 6 of 100 seeds, each time within 600
     decisions (the rule looks at every feedback from the 200th on, and the early looks
     are where chance wins). A challenger 3 points better is promoted on 98 of 100 seeds
-    within 3,000 decisions, after a median of 432 (quartiles 212 and 997)."""
+    within 3,000 decisions, after a median of 432 (quartiles 211.5 and 996.5)."""
     worse = _trials(CHAMPION - 0.02)
     assert worse["false_promotions"] == worse["promoted"] == 6
     assert max(d for d in worse["decisions"] if d is not None) < 600
