@@ -38,6 +38,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.breaker import build_health
 from gateway.config import ConfigError, GatewayConfig, load_config, router_models
 from gateway.decisions import StoreMetrics, build_store
 from gateway.deployment import Deployment
@@ -103,11 +104,13 @@ class Gateway:
         self.upstreams: dict[str, UpstreamModel] = {
             key: connect(key, ref) for key, ref in config.models.items()
         }
+        self.health = build_health(self.upstreams, self.metrics.breaker_state)
         self.explain = ExplainHub(config, self.store, self.metrics)
         secret = config.feedback.resolved_secret
         self.feedback_tokens = FeedbackTokens(secret) if secret else None
         self.deployments = {name: self._deployment(name) for name in config.deployments}
         self.registry = ModelRegistry(self.deployments.values())
+        self.registry.readiness = config.readiness
 
     def _deployment(self, name: str) -> Deployment:
         spec = self.config.deployments[name]
@@ -121,6 +124,7 @@ class Gateway:
             on_promotion=self.explain.on_promotion,
             idempotency_window_s=self.config.store.idempotency_window_s,
             wait_for_commit=self.config.store.decision_writes == "before_answer",
+            health=self.health, draining=lambda: self.registry.draining,
         )
         deployment.feedback_tokens = self.feedback_tokens
         return deployment
@@ -137,6 +141,7 @@ class Gateway:
         await self.store.open(list(self.deployments))
         self.metrics.decision_queue.set(self.store.pending_writes)
         await asyncio.gather(*(u.wait_ready(self.upstream_wait_s) for u in self.upstreams.values()))
+        self.health.start()
         for deployment in self.deployments.values():
             check_contract(deployment)
             deployment.update_posterior_metrics()
@@ -148,6 +153,7 @@ class Gateway:
             await deployment.drain()
         await self.explain.close()
         await self.store.close()
+        await self.health.close()
         for upstream in self.upstreams.values():
             await upstream.close()
 

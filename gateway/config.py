@@ -28,11 +28,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from explain.settings import ExplainSpec
+from gateway.domain import InputSchemaSpec, load_input_schema
 from routers.specs import RouterSpec
 
 __all__ = [
     "ConfigError",
     "ModelRef",
+    "BreakerSpec",
     "DeploymentSpec",
     "StoreSpec",
     "AuthSpec",
@@ -63,6 +65,26 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BreakerSpec(_Spec):
+    """The circuit breaker of one model (``gateway.breaker``)."""
+
+    failures: int = Field(
+        default=3, ge=1, le=1000,
+        description="Consecutive failed calls (unreachable, 5xx, deadline) that open it: "
+        "the model then leaves every router's healthy set.",
+    )
+    reset_s: float = Field(
+        default=1.0, gt=0, le=600,
+        description="Seconds it stays open before a model-ready probe may close it.",
+    )
+    probe_interval_s: float = Field(
+        default=1.0, ge=0, le=600,
+        description="Seconds between model-ready probes while it is closed (a failed "
+        "probe counts as a failure, so a pod that dies without traffic is noticed); "
+        "0: no such probes.",
+    )
+
+
 class ModelRef(_Spec):
     """A model-wrapper pod the gateway calls."""
 
@@ -88,6 +110,9 @@ class ModelRef(_Spec):
     )
     client_key: Path | None = Field(
         default=None, description="PEM key of client_cert.",
+    )
+    breaker: BreakerSpec = Field(
+        default_factory=BreakerSpec, description="Circuit breaker of this model.",
     )
     token_env: str | None = Field(
         default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -145,6 +170,11 @@ class FeedbackSpec(_Spec):
         description="The values a truth may take (for example [0, 1]); another value is "
         "a 400 instead of a reward of 0. None: any value of the output's kind.",
     )
+    penalise_failures: bool = Field(
+        default=False,
+        description="A decision whose routed model failed (500 / INTERNAL) is scored "
+        "as reward 0 for that model, once, through the feedback path.",
+    )
     require_decision_token: bool | None = Field(
         default=None,
         description="Refuse (403) feedback whose item lacks the decision's "
@@ -168,6 +198,26 @@ class DeploymentSpec(_Spec):
         description="Shadow calls in flight at once; more are shed and counted.",
     )
     seed: int | None = Field(default=None, description="Seed of the router's randomness.")
+    max_in_flight: int = Field(
+        default=256, ge=1, le=100_000,
+        description="Requests of this deployment being answered at once; more wait in "
+        "the queue.",
+    )
+    max_queue: int = Field(
+        default=512, ge=0, le=1_000_000,
+        description="Requests waiting for a place in flight; more are refused at once "
+        "with 429 and Retry-After (503 while draining).",
+    )
+    queue_timeout_ms: float = Field(
+        default=1000.0, gt=0, le=600_000,
+        description="Longest a request waits in the queue before it is refused with 429.",
+    )
+    input_schema: InputSchemaSpec | Path | None = Field(
+        default=None,
+        description="Domain of each column of the first input (ranges, category codes, "
+        "NaN allowed); a value outside it is a 400 before any model sees it. Inline, or "
+        "a JSON/YAML file relative to the config file.",
+    )
 
 
 class StoreSpec(_Spec):
@@ -301,6 +351,11 @@ class GatewayConfig(_Spec):
     feedback: GatewayFeedbackSpec = Field(
         default_factory=GatewayFeedbackSpec, description="Feedback tokens.",
     )
+    readiness: Literal["all", "any"] = Field(
+        default="all",
+        description="The gateway is ready when every deployment (all) or at least one "
+        "(any) has a healthy model to route to.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -423,7 +478,23 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
                 "encoding": resolve(explain.encoding),
                 "model_artifact": {k: resolve(v) for k, v in explain.model_artifact.items()},
             })
-        deployments[name] = dep.model_copy(update={"explain": explain})
+        deployments[name] = dep.model_copy(update={
+            "explain": explain, "input_schema": _input_schema(dep.input_schema, base, name),
+        })
     return config.model_copy(
         update={"store": store, "deployments": deployments, "models": models, "auth": auth}
     )
+
+
+def _input_schema(schema, base: Path, deployment: str):
+    """A schema file named by a deployment, read (relative to the config file).
+
+    Raises:
+        ConfigError: missing or invalid file.
+    """
+    if not isinstance(schema, Path):
+        return schema
+    try:
+        return load_input_schema(schema if schema.is_absolute() else base / schema)
+    except ValueError as exc:
+        raise ConfigError(f"deployments.{deployment}.input_schema: {exc}") from None

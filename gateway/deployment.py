@@ -9,6 +9,14 @@ A request carrying an ``Idempotency-Key`` header (gRPC metadata ``idempotency-ke
 that repeats within ``store.idempotency_window_s`` gets the
 original decision back (same id, same outputs) instead of a second decision.
 
+Around failure: the router chooses among the models whose circuit breaker is closed, a
+connection failure is retried once on another healthy model (``gateway.dispatch``), and
+a routed model that fails (5xx) still leaves a decision, ``status: failed``, optionally
+scored as reward 0 for that model (``feedback.penalise_failures``). Under load, at most
+``max_in_flight`` requests are answered at once and ``max_queue`` wait; the rest are
+refused at once (``gateway.admission``). ``input_schema`` refuses out-of-domain input
+before any model sees it (``gateway.domain``).
+
 Feedback is recorded once per decision together with the router counts it changes,
 in one store transaction committed before it is acknowledged; a repeat is reported as
 ``duplicate`` and counts nothing; ``"correction": true`` replaces it instead.
@@ -20,10 +28,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from gateway.admission import Admission
+from gateway.breaker import UpstreamHealth
 from gateway.config import DeploymentSpec
 from gateway.decisions import Decision, DecisionStore, FeedbackRecorded, tensor_doc
+from gateway.dispatch import CallFailed, Dispatcher
+from gateway.domain import InputDomain, load_input_schema
 from gateway.explaining import explanation_parameter
 from gateway.feedback import parse_feedback, score_model, score_truth
 from gateway.feedback_tokens import TOKEN_FIELD, TOKEN_HEADER, FeedbackTokens
@@ -31,7 +44,12 @@ from gateway.metrics import GatewayMetrics
 from gateway.shadows import Shadows
 from gateway.upstream import UpstreamModel
 from protos.codecs.json import tensor_from_doc
-from protos.errors import DecisionNotFoundError, InvalidRequestError
+from protos.errors import (
+    ArbiterError,
+    DecisionNotFoundError,
+    InvalidRequestError,
+    UpstreamUnavailableError,
+)
 from protos.protocol import (
     InferenceRequest,
     InferenceResponse,
@@ -39,7 +57,7 @@ from protos.protocol import (
     RequestedOutput,
     new_id,
 )
-from routers.base import Outcome, Router
+from routers.base import Outcome, RouteDecision, Router
 from routers.champion_challenger import ChampionChallengerRouter
 from routers.state import CHAMPION, Learning
 
@@ -65,6 +83,8 @@ class Deployment:
         on_promotion: called with the deployment name after a promotion.
         idempotency_window_s: how long an Idempotency-Key keeps its decision (s).
         wait_for_commit: each response waits for its decision's commit.
+        health: the models' circuit breakers; None: every model always healthy.
+        draining: returns whether the server drains (backpressure answers 503 then).
     """
 
     feedback_tokens: FeedbackTokens | None = None
@@ -84,6 +104,8 @@ class Deployment:
         *,
         idempotency_window_s: float = 86_400.0,
         wait_for_commit: bool = False,
+        health: UpstreamHealth | None = None,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -98,6 +120,16 @@ class Deployment:
         self.inline = spec.explain is not None and spec.explain.mode == "inline"
         self.shadows = Shadows(name, upstreams, store, metrics, spec.max_shadow_in_flight,
                                spec.feedback.output)
+        self.shadows.health = health
+        self.dispatcher = Dispatcher(name, router, upstreams, health, metrics)
+        self.admission = Admission(
+            name, spec.max_in_flight, spec.max_queue, spec.queue_timeout_ms / 1000,
+            draining=draining, on_shed=lambda reason: metrics.shed.labels(name, reason).inc(),
+        )
+        schema = spec.input_schema
+        if isinstance(schema, Path):  # a config not read by load_config: relative to cwd
+            schema = load_input_schema(schema)
+        self.domain = InputDomain(schema) if schema is not None else None
         self._keyed: dict[str, asyncio.Future[InferenceResponse]] = {}
         self._route_counters: dict[str, Any] = {}
 
@@ -112,17 +144,31 @@ class Deployment:
         )
 
     def ready(self) -> bool:
-        """Whether every model of the deployment has been reached."""
-        return all(u.ready() for u in self.upstreams.values())
+        """Whether every model of the deployment has been reached and one that may
+        answer is healthy (its circuit breaker closed)."""
+        return all(u.ready() for u in self.upstreams.values()) and self.dispatcher.ready()
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """Route ``request``, answer with the routed model's response, record the
-        decision; a repeated Idempotency-Key gets the original decision back.
+        """Check the input's domain, take a place in flight, route ``request``, answer
+        with the routed model's response, record the decision; a repeated
+        Idempotency-Key gets the original decision back.
 
         Raises:
-            ArbiterError: the routed model's failure (503 unreachable, 504 deadline,
-                400 invalid input, ...); shadows never raise.
+            InvalidRequestError: input outside ``input_schema`` (400).
+            OverloadedError: no place in flight nor in the queue (429).
+            ArbiterError: no healthy model (503), or the routed model's failure (503
+                unreachable, 504 deadline, 500 model error, 400 invalid input, ...);
+                shadows never raise.
         """
+        if self.domain is not None:
+            self.domain.check(request)
+        await self.admission.acquire()
+        try:
+            return await self._infer(request)
+        finally:
+            self.admission.release()
+
+    async def _infer(self, request: InferenceRequest) -> InferenceResponse:
         key = request.headers.get(IDEMPOTENCY_HEADER) if self.idempotency_window_s else None
         if not key:
             return await self._decide(request, None)
@@ -135,6 +181,11 @@ class Deployment:
         future = self._keyed[key] = asyncio.get_running_loop().create_future()
         try:
             response = await self._decide(request, key)
+        except asyncio.CancelledError:  # that client left: a repeat may try again
+            future.set_exception(UpstreamUnavailableError(
+                "the first request with this Idempotency-Key was abandoned; retry"))
+            future.exception()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it
@@ -146,27 +197,21 @@ class Deployment:
 
     async def _decide(self, request: InferenceRequest, key: str | None) -> InferenceResponse:
         decision_id = new_id()
-        route = self.router.route(request)
+        route = self.dispatcher.route(request)
         upstream_request, extra = self._with_feedback_output(request)
         made: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
         if route.shadows:
             self.shadows.start(route.shadows, upstream_request, decision_id, made)
-        start = time.perf_counter()
         try:
-            response = await self.upstreams[route.routed].infer(upstream_request)
-        except BaseException as exc:
+            route, response, latency = await self.dispatcher.call(
+                route, request, upstream_request)
+        except CallFailed as failed:
+            raise await self._failed(decision_id, request, failed, made) from None
+        except BaseException:
             made.set_result(None)
-            self._count_upstream(route.routed, getattr(exc, "grpc_code", "INTERNAL"), start)
             raise
-        latency = self._count_upstream(route.routed, "OK", start)
-        decision = Decision(
-            id=decision_id, time=time.time(), deployment=self.name, router=self.router.kind,
-            routed=route.routed, propensity=route.propensity, request_id=request.id or "",
-            shadows=list(route.shadows),
-            inputs={t.name: tensor_doc(t) for t in request.inputs},
-            outputs={route.routed: {t.name: tensor_doc(t) for t in response.outputs}},
-            latency_ms={route.routed: latency * 1000}, parameters=dict(request.parameters),
-        )
+        decision = self._decision_of(decision_id, request, route, latency)
+        decision.outputs[route.routed] = {t.name: tensor_doc(t) for t in response.outputs}
         pending = self._start_explanation(decision, request)
         holder = await self.store.create(
             decision, idempotency_key=key, window_s=self.idempotency_window_s,
@@ -182,6 +227,63 @@ class Deployment:
         if self.inline and pending is not None:
             response.parameters["explanation"] = explanation_parameter(await pending)
         return response
+
+    def _decision_of(self, decision_id: str, request: InferenceRequest, route: RouteDecision,
+                     latency_s: float) -> Decision:
+        fallback = route.fallback
+        return Decision(
+            id=decision_id, time=time.time(), deployment=self.name, router=self.router.kind,
+            routed=route.routed, propensity=route.propensity, request_id=request.id or "",
+            shadows=[m for m in route.shadows if m != route.routed],
+            inputs={t.name: tensor_doc(t) for t in request.inputs},
+            latency_ms={route.routed: latency_s * 1000}, parameters=dict(request.parameters),
+            fallback=None if fallback is None else {"from": fallback[0], "reason": fallback[1]},
+        )
+
+    async def _failed(self, decision_id: str, request: InferenceRequest, failed: CallFailed,
+                      made: asyncio.Future) -> ArbiterError:
+        """A routed model's failure: a 5xx is recorded as a failed decision (scored as
+        reward 0 with ``penalise_failures`` when the model raised), its id added to the
+        error; a 4xx (the request's fault, or the pod's backpressure) records nothing.
+
+        Returns:
+            The error to raise to the client.
+        """
+        error = failed.error
+        if error.status < 500 or error.status == 501:
+            made.set_result(None)
+            return error
+        decision = self._decision_of(decision_id, request, failed.route, failed.latency_s)
+        decision.status = "failed"
+        decision.errors[decision.routed] = error.message
+        try:
+            await self.store.create(decision, wait=self.wait_for_commit)
+        except BaseException:
+            made.set_result(None)
+            raise
+        made.set_result(decision)
+        self.metrics.failed_decisions.labels(self.name, decision.routed).inc()
+        if self.spec.feedback.penalise_failures and error.grpc_code == "INTERNAL":
+            await self._penalise(decision)
+        answer = type(error)(f"{error.message} (decision {decision_id})")
+        answer.retry_after_s = error.retry_after_s
+        return answer
+
+    async def _penalise(self, decision: Decision) -> None:
+        """Score a failed decision as reward 0 for the model that failed, through the
+        feedback path: once, durably, with the router counts it changes."""
+        rewards = {decision.routed: 0.0}
+        learning = (self.router.learning(Outcome(decision.routed, rewards))
+                    if decision.routed in self.router.models else None)
+        doc = {"reward": 0.0, "truth": None, "time": time.time(), "source": "failure",
+               "learned": sorted(learning.rewards) if learning else []}
+        recorded = await self.store.record_feedback(decision, doc, rewards, learning)
+        if recorded.new and learning is not None:
+            self.metrics.feedback.labels(self.name, "failure").inc()
+            self.metrics.scored.labels(self.name, decision.routed).inc()
+            self.update_posterior_metrics()
+            if recorded.promotion is not None:
+                self._promoted(recorded.promotion)
 
     def _start_explanation(self, decision: Decision, request: InferenceRequest):
         if self.explain is None:
@@ -261,12 +363,6 @@ class Deployment:
             headers=dict(response.headers),
         )
 
-    def _count_upstream(self, key: str, code: str, start: float) -> float:
-        elapsed = time.perf_counter() - start
-        self.metrics.upstream.labels(self.name, key, code).inc()
-        self.metrics.upstream_duration.labels(self.name, key).observe(elapsed)
-        return elapsed
-
     def _count_route(self, key: str) -> None:
         counter = self._route_counters.get(key)
         if counter is None:
@@ -293,7 +389,7 @@ class Deployment:
             DecisionNotFoundError: unknown decision, or one of another deployment.
         """
         parsed = parse_feedback(item)
-        decision = await self._settled_decision(parsed.decision_id)
+        decision = _takes_feedback(await self._settled_decision(parsed.decision_id))
         if parsed.truth is None:
             rewards = {decision.routed: parsed.reward}
         else:
@@ -335,7 +431,7 @@ class Deployment:
             InvalidRequestError, DecisionNotFoundError: as :meth:`feedback`.
         """
         parsed = parse_feedback(item)
-        decision = await self._decision(parsed.decision_id)
+        decision = _takes_feedback(await self._decision(parsed.decision_id))
         if parsed.truth is not None:
             score_model(decision, decision.routed, parsed.truth, self.spec.feedback)
 
@@ -423,8 +519,33 @@ class Deployment:
             "models": {
                 key: {"url": up.ref.url, "name": up.ref.name} for key, up in self.upstreams.items()
             },
+            "health": self._health(),
+            "admission": {"in_flight": self.admission.in_flight,
+                          "queued": self.admission.queued,
+                          "max_in_flight": self.admission.max_in_flight,
+                          "max_queue": self.admission.max_queue},
             "shadow_agreement": {
                 k: s.as_dict() for k, s in self.shadows.stats.items() if s.compared or s.abs_diff_n
             },
         }
 
+    def _health(self) -> dict[str, Any]:
+        """Each model's breaker, and whether the deployment can answer."""
+        health = self.dispatcher.health
+        models = {} if health is None else {
+            key: health.breakers[key].as_dict() for key in self.upstreams
+            if key in health.breakers}
+        return {"ready": self.dispatcher.ready(), "models": models}
+
+
+def _takes_feedback(decision: Decision) -> Decision:
+    """A decision that may take feedback.
+
+    Raises:
+        InvalidRequestError: the decision failed (its model answered nothing).
+    """
+    if decision.status == "failed":
+        raise InvalidRequestError(
+            f"decision {decision.id!r} failed ({decision.errors.get(decision.routed)}); "
+            "a failed decision takes no feedback")
+    return decision

@@ -85,3 +85,24 @@ class GatewayMetrics:
             "arbiter_explanation_duration_seconds", "Explanation latency in seconds.",
             ["deployment"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r,
         )
+        self.breaker_state = Gauge(
+            "arbiter_upstream_breaker_state",
+            "Circuit breaker of each model: 0 closed, 1 half-open, 2 open.",
+            ["model"], registry=r,
+        )
+        self.failed_decisions = Counter(
+            "arbiter_failed_decisions",
+            "Decisions whose routed model failed (5xx after the retry), per deployment and "
+            "model.", ["deployment", "model"], registry=r,
+        )
+        self.fallbacks = Counter(
+            "arbiter_fallback_decisions",
+            "Decisions answered by another model than the one chosen: reason unhealthy (a "
+            "champion with an open breaker) or unreachable (the routed call failed to "
+            "connect and was retried).", ["deployment", "model", "reason"], registry=r,
+        )
+        self.shed = Counter(
+            "arbiter_shed_requests",
+            "Requests refused by a deployment's backpressure: queue_full and "
+            "queue_timeout (429), draining (503).", ["deployment", "reason"], registry=r,
+        )

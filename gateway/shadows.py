@@ -1,7 +1,8 @@
 """Shadows: models that see a request in the background while another answers.
 
 Each shadow call runs as a tracked task, at most ``max_shadow_in_flight`` per
-deployment (what is shed is counted and recorded as the shadow's error). A shadow's
+deployment (what is shed is counted and recorded as the shadow's error); each call's
+outcome feeds the model's circuit breaker, like a routed call's. A shadow's
 output, latency or failure is written to the decision through the store once the
 routed model has answered (if it failed, there is no decision and nothing is written);
 it never touches the response. Agreement with the routed model is kept per shadow.
@@ -15,6 +16,7 @@ import time
 
 import numpy as np
 
+from gateway.breaker import UpstreamHealth
 from gateway.decisions import Decision, DecisionStore, tensor_doc
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import UpstreamModel
@@ -49,6 +51,9 @@ class ShadowStats:
 class Shadows:
     """The shadow calls of one deployment.
 
+    Attributes:
+        health: the models' circuit breakers, fed by each call (None: none).
+
     Args:
         name: deployment name.
         upstreams: model key -> client.
@@ -71,6 +76,7 @@ class Shadows:
         self.stats = {key: ShadowStats() for key in upstreams}
         self._tasks: set[asyncio.Task] = set()
         self._by_decision: dict[str, list[asyncio.Task]] = {}
+        self.health: UpstreamHealth | None = None
         self.wait_s = max((u.ref.timeout_s for u in upstreams.values()), default=5.0) + 1.0
 
     def start(
@@ -112,6 +118,8 @@ class Shadows:
             response = await self.upstreams[key].infer(request)
         except ArbiterError as exc:
             self._count(key, exc.grpc_code, start, "error")
+            if self.health is not None:
+                self.health.failed(key, exc)
             await self._record_error(key, made, exc.message)
             return
         except Exception as exc:  # a shadow never raises into anything
@@ -120,6 +128,8 @@ class Shadows:
             await self._record_error(key, made, f"internal error: {type(exc).__name__}")
             return
         latency = self._count(key, "OK", start, "ok")
+        if self.health is not None:
+            self.health.succeeded(key)
         decision = await made
         if decision is None:  # the routed model failed: no decision to add to
             return

@@ -130,6 +130,9 @@ class UpstreamModel:
     async def fetch_metadata(self) -> ModelMetadata:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    async def model_ready(self) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     async def infer(self, request: InferenceRequest) -> InferenceResponse:  # pragma: no cover
         raise NotImplementedError
 
@@ -145,6 +148,11 @@ class GrpcUpstream(UpstreamModel):
         options = [
             ("grpc.max_receive_message_length", 256 * 2**20),
             ("grpc.max_send_message_length", 256 * 2**20),
+            # a restarted pod is reached within 2 s, not after gRPC's default backoff
+            # (up to 120 s), so its breaker's probe can close again
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self._channels = [
             _channel(ref, [*options, ("grpc.channel_pool_id", i)]) for i in range(ref.connections)
@@ -167,6 +175,20 @@ class GrpcUpstream(UpstreamModel):
             inputs=[TensorMetadata(t.name, t.datatype, list(t.shape)) for t in reply.inputs],
             outputs=[TensorMetadata(t.name, t.datatype, list(t.shape)) for t in reply.outputs],
         )
+
+    async def model_ready(self) -> bool:
+        """OIP ``ModelReady`` of the model (the breaker's probe).
+
+        Raises:
+            ArbiterError: the pod could not be asked (unreachable, deadline, ...).
+        """
+        message = pb.ModelReadyRequest(name=self.ref.name, version=self.ref.version or "")
+        try:
+            reply = await next(self._stubs).ModelReady(
+                message, timeout=self.ref.timeout_s, metadata=self._auth_metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        return bool(reply.ready)
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         message = grpc_codec.request_to_pb(self._prepare(request))
@@ -206,7 +228,8 @@ class HttpUpstream(UpstreamModel):
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             ssl_context = _client_tls(self.ref).ssl_context() if self.ref.tls else None
-            connector = aiohttp.TCPConnector(limit=self.ref.connections * 16, keepalive_timeout=60,
+            # idle connections closed after 10 s: before a pod's 15 s keep-alive timer
+            connector = aiohttp.TCPConnector(limit=self.ref.connections * 16, keepalive_timeout=10,
                                              ssl=ssl_context if ssl_context else True)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.ref.timeout_s)
@@ -252,6 +275,16 @@ class HttpUpstream(UpstreamModel):
             versions=list(doc.get("versions", [])),
             inputs=tensors(doc.get("inputs", [])), outputs=tensors(doc.get("outputs", [])),
         )
+
+    async def model_ready(self) -> bool:
+        """OIP ``GET /v2/models/{m}[/versions/{v}]/ready`` (the breaker's probe):
+        200 is ready, anything else not.
+
+        Raises:
+            ArbiterError: the pod could not be reached, or no answer in time.
+        """
+        status, _, _ = await self._call("GET", self._meta_url + "/ready")
+        return status == 200
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         body, length = binary.request_to_binary(self._prepare(request), binary_outputs=True)

@@ -38,6 +38,10 @@ class ModelRegistry:
     Args:
         targets: the targets served, addressed by ``target.name``.
         extensions: server metadata extensions advertised at ``GET /v2``.
+
+    Attributes:
+        readiness: ``"all"``: the server is ready when every target is; ``"any"``:
+            when one is.
     """
 
     def __init__(self, targets: Iterable[Target] = (), extensions: list[str] | None = None):
@@ -46,6 +50,7 @@ class ModelRegistry:
         self.extensions = list(EXTENSIONS if extensions is None else extensions)
         self.draining = False
         self.starting = False
+        self.readiness = "all"
         for target in targets:
             self.add(target)
 
@@ -77,10 +82,12 @@ class ModelRegistry:
         return True
 
     def ready(self) -> bool:
-        """Readiness: not draining and every target ready."""
-        return not (self.draining or self.starting) and all(
-            t.ready() for t in self._targets.values()
-        )
+        """Readiness: not draining, and every target ready (:attr:`readiness`
+        ``"all"``, the default) or at least one (``"any"``)."""
+        if self.draining or self.starting:
+            return False
+        ready = (t.ready() for t in self._targets.values())
+        return any(ready) if self.readiness == "any" else all(ready)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Readiness of one model.

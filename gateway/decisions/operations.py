@@ -107,6 +107,11 @@ def decision_row(decision: Decision, key: str | None, inputs: str = "store") -> 
         "latency_ms": decision.latency_ms.get(decision.routed), "parameters": decision.parameters,
         "explanation": decision.explanation,
     }
+    if decision.status != "ok":
+        doc["status"] = decision.status
+        doc["error"] = decision.errors.get(decision.routed)
+    if decision.fallback is not None:
+        doc["fallback"] = decision.fallback
     return (decision.id, decision.time, decision.deployment, decision.router, decision.routed,
             decision.propensity, key, dumps(doc))
 
@@ -282,7 +287,10 @@ def _assemble(row: tuple) -> Decision:
         shadows=body.get("shadows", []), inputs=body.get("inputs", {}),
         outputs={routed: body.get("outputs", {})}, parameters=body.get("parameters", {}),
         explanation=orjson.loads(edoc) if edoc else body.get("explanation"),
+        status=body.get("status", "ok"), fallback=body.get("fallback"),
     )
+    if body.get("error") is not None:
+        decision.errors[routed] = body["error"]
     if body.get("latency_ms") is not None:
         decision.latency_ms[routed] = body["latency_ms"]
     if fdoc is not None:

@@ -36,7 +36,13 @@ class Decision:
         inputs: input name -> {"datatype", "shape", "data" (flat list)}.
         outputs: model key -> output name -> {"datatype", "shape", "data"}.
         latency_ms: model key -> call latency in milliseconds.
-        errors: model key -> error message (shadows that failed or were shed).
+        errors: model key -> error message (shadows that failed or were shed, and the
+            routed model of a failed decision).
+        status: ``ok``, or ``failed`` when the routed model failed (5xx after the
+            retry): the client got the error, the decision records who was asked.
+        fallback: ``{"from", "reason"}`` when ``routed`` answered in place of the model
+            the router chose (its champion was down, or the call to it failed to
+            connect and was retried), else None.
         parameters: the request's parameters.
         feedback: the feedback in force (reward or truth, time, learned), or None.
         rewards: model key -> reward credited from that feedback.
@@ -56,6 +62,8 @@ class Decision:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    status: str = "ok"
+    fallback: dict[str, str] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     feedback: dict[str, Any] | None = None
     rewards: dict[str, float] | None = None

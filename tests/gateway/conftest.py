@@ -1,5 +1,7 @@
 """A real gateway in front of real pods: lr over gRPC, gbm over REST, mlp over gRPC,
-plus fake pods (a slow one, an erroring one, and one stopped after the gateway starts)."""
+plus fake pods (a slow one, an erroring one, and one stopped after the gateway starts;
+their circuit breakers never open, so each failure reaches the tests as it is:
+``test_gateway_health.py`` tests the breakers)."""
 
 from __future__ import annotations
 
@@ -88,15 +90,19 @@ def gateway(lr_pod, gbm_pod, mlp_pod, slow_pod, failing_pod,
     doomed = ServerThread(model_pod(CreditLikeWrapper(), credit_like_settings("doomed")))
     doomed.__enter__()
     try:
+        never = {"failures": 1000, "probe_interval_s": 0}  # these test each failure itself
         extra = {
             "slow": {"url": f"grpc://{slow_pod.grpc_target}", "name": "slow"},
-            "bad": {"url": f"http://{failing_pod.http_hostport}", "name": "bad"},
-            "down_grpc": {"url": f"grpc://{doomed.grpc_target}", "name": "doomed"},
-            "down_http": {"url": f"http://{doomed.http_hostport}", "name": "doomed"},
+            "bad": {"url": f"http://{failing_pod.http_hostport}", "name": "bad",
+                    "breaker": never},
+            "down_grpc": {"url": f"grpc://{doomed.grpc_target}", "name": "doomed",
+                          "breaker": never},
+            "down_http": {"url": f"http://{doomed.http_hostport}", "name": "doomed",
+                          "breaker": never},
             "slow_deadline_grpc": {"url": f"grpc://{slow_pod.grpc_target}", "name": "slow",
-                                   "timeout_s": 0.2},
+                                   "timeout_s": 0.2, "breaker": never},
             "slow_deadline_http": {"url": f"http://{slow_pod.http_hostport}", "name": "slow",
-                                   "timeout_s": 0.2},
+                                   "timeout_s": 0.2, "breaker": never},
         }
         pods = {"lr": lr_pod, "gbm": gbm_pod, "mlp": mlp_pod}
         sqlite = tmp_path_factory.mktemp("gateway") / "arbiter.sqlite"
