@@ -183,6 +183,7 @@ class CandidateReplay:
         self.router = build_router(deployment, spec, rng=random.Random(0),
                                    clock=lambda: self.now, store=self.store)
         self.promotions: list[dict[str, Any]] = []
+        self._probabilities: dict[str, float] | None = None
 
     def learn(self, routed: str, rewards: Mapping[str, float], at: float) -> None:
         """Learn one feedback received at ``at`` (Unix seconds); rewards of models the
@@ -191,13 +192,17 @@ class CandidateReplay:
         known = {m: r for m, r in rewards.items() if m in self.router.models}
         learning = self.router.learning(Outcome(routed, known)) if known else None
         if learning is not None:
+            self._probabilities = None
             record = self.store.apply(learning)
             if record is not None:
                 self.promotions.append(record)
 
     def probabilities(self) -> dict[str, float]:
-        """The candidate's probability of each of its arms now."""
-        return arm_probabilities(self.router)
+        """The candidate's probability of each of its arms now (computed again only
+        after its state changed)."""
+        if self._probabilities is None:
+            self._probabilities = arm_probabilities(self.router)
+        return self._probabilities
 
 
 @dataclass(frozen=True, slots=True)

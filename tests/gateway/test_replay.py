@@ -262,6 +262,10 @@ def test_replay_of_always_gbm_on_a_demo_like_log_contains_its_accuracy(
     assert auto["reward_model"]["fully_scored"] == 1000
     assert auto["estimators"]["dr"]["value"] == pytest.approx(accuracy)
     assert "ips" in capsys.readouterr().out
+    early = tmp_path / "early"
+    assert main(["replay", "--store", target, "--deployment", "credit-cc", "--policy",
+                 str(policy), "--out", str(early), "--until", str(1_700_000_000 + 400)]) == 0
+    assert json.loads((early / "replay.json").read_text())["n"] == 400
 
 
 def test_replay_command_errors(tmp_path: Path, caplog) -> None:
