@@ -52,6 +52,13 @@ class ServerOptions:
             (a warning is logged at start).
         tls: certificate and key (and client CA for mTLS) of both ports; None: plain
             text.
+        header_timeout_s: a REST connection whose request headers are not complete
+            this long after it opened or after its last response is closed. aiohttp has
+            no separate header timeout: this is its keep-alive timer, which also closes
+            idle keep-alive connections (clients should keep them idle for less; the
+            gateway's own pools use 10 s).
+        body_timeout_s: a REST request body not received within this many seconds
+            gets 408.
     """
 
     host: str = "127.0.0.1"
@@ -63,6 +70,8 @@ class ServerOptions:
     reuse_port: bool = False
     auth: AuthPolicy | None = None
     tls: ServerTls | None = None
+    header_timeout_s: float = 15.0
+    body_timeout_s: float = 60.0
 
 
 class Server:
@@ -103,7 +112,7 @@ class Server:
         self.app = rest.build_app(
             registry, self.metrics, max_body_bytes=self.options.max_body_bytes,
             max_tensor_elements=self.options.max_tensor_elements, extra_routes=extra_routes,
-            auth=self.options.auth,
+            auth=self.options.auth, body_timeout_s=self.options.body_timeout_s,
         )
         self._extra_services = extra_services
         self._on_startup = list(on_startup or ())
@@ -137,8 +146,9 @@ class Server:
             message = f"cannot bind HTTP port {opts.http_port}: {exc.strerror}"
             raise OSError(exc.errno, message) from None
         self.http_port = sock.getsockname()[1]
-        self._runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=opts.drain_timeout_s
+        self._runner = web.AppRunner(  # a client that leaves cancels its handler
+            self.app, access_log=None, shutdown_timeout=opts.drain_timeout_s,
+            handler_cancellation=True, keepalive_timeout=opts.header_timeout_s,
         )
         await self._runner.setup()
         ssl_context = opts.tls.ssl_context() if opts.tls is not None else None

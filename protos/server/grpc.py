@@ -15,6 +15,7 @@ Source: OIP ``open_inference_grpc.proto``; Triton ``grpc_service.proto``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -120,6 +121,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     tuple((k.lower(), v) for k, v in resp.headers.items())
                 )
             return codec.response_to_pb(resp)
+        except asyncio.CancelledError:  # the client cancelled or disconnected
+            code = "CANCELLED"
+            raise
         except Exception as exc:
             code = exc.grpc_code if isinstance(exc, ArbiterError) else "INTERNAL"
             raise

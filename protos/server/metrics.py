@@ -53,16 +53,19 @@ class ServerMetrics:
         self._children: dict[tuple[str, str, str], tuple] = {}
 
     def observe(self, model: str, protocol: str, code: str, seconds: float) -> None:
-        """Count one request and its latency."""
-        key = (model, protocol, code)
-        children = self._children.get(key)
+        """Count one request and its latency. Only served names are cached as given;
+        names clients make up share the ``_unknown`` entry, so the cache stays
+        bounded."""
+        children = self._children.get((model, protocol, code))
         if children is None:
             label = model if self._known(model) else UNKNOWN
-            children = (
-                self.requests.labels(label, protocol, code),
-                self.duration.labels(label, protocol),
-            )
-            self._children[key] = children
+            key = (label, protocol, code)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    self.requests.labels(label, protocol, code),
+                    self.duration.labels(label, protocol),
+                )
         children[0].inc()
         children[1].observe(seconds)
 

@@ -6,12 +6,19 @@ limit) keep their status with the same body; anything else is a logged 500 with 
 generic message. A body with no Content-Type is parsed as JSON (tritonclient sends
 none).
 
+Slow and departed clients: a request body must arrive within ``body_timeout_s`` (408
+otherwise), read by the innermost middleware before any handler; headers are bounded by
+the server's keep-alive timer (``ServerOptions.header_timeout_s``). A client that
+disconnects cancels its handler (``handler_cancellation``) and is counted with code
+``499`` (the status nginx logs for it), without a traceback.
+
 Source: OIP ``inference_rest.md`` (paths, health semantics); Triton
 ``extension_binary_data.md``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -39,7 +46,10 @@ from protos.server.metrics import ServerMetrics
 from protos.server.triton import add_triton_routes
 from protos.server.v1 import add_v1_routes
 
-__all__ = ["build_app", "body_json", "metadata_doc"]
+__all__ = ["build_app", "body_json", "metadata_doc", "DISCONNECTED"]
+
+DISCONNECTED = "499"
+"""Code label of a request whose client disconnected before its answer."""
 
 log = logging.getLogger("arbiter.rest")
 
@@ -111,12 +121,32 @@ async def _model_ready(request: web.Request) -> web.Response:
     return json_response({"name": info["model"], "ready": ready}, 200 if ready else 503)
 
 
+def _body_deadline(timeout_s: float):
+    """Middleware: the whole body within ``timeout_s`` seconds, else 408."""
+
+    @web.middleware
+    async def read_body(request: web.Request, handler: Callable[[web.Request], Awaitable]):
+        if request.can_read_body:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await request.read()  # kept by aiohttp for the handler's read()
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(
+                    reason=f"request body not received within {timeout_s:g} s") from None
+        return await handler(request)
+
+    return read_body
+
+
 async def _infer(request: web.Request) -> web.Response:
     start = time.perf_counter()
     name = request.match_info["model"]
     code = "200"
     try:
         return await _infer_inner(request, name)
+    except asyncio.CancelledError:  # the client disconnected
+        code = DISCONNECTED
+        raise
     except Exception as exc:
         reply = _from_error(exc)
         code = str(reply.status)
@@ -196,6 +226,7 @@ def build_app(
     max_tensor_elements: int = DEFAULT_MAX_ELEMENTS,
     extra_routes: Callable[[web.Application], None] | None = None,
     auth: AuthPolicy | None = None,
+    body_timeout_s: float = 60.0,
 ) -> web.Application:
     """The aiohttp application serving ``registry``.
 
@@ -207,8 +238,10 @@ def build_app(
             400 before anything is allocated.
         extra_routes: adds product routes (the gateway's feedback, decisions, admin).
         auth: bearer tokens and route scopes (checked before any handler); None: open.
+        body_timeout_s: a body not received within this many seconds gets 408.
     """
     middlewares = [_errors] if auth is None else [_errors, auth_middleware(auth)]
+    middlewares.append(_body_deadline(body_timeout_s))
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics
