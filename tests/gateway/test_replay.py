@@ -286,3 +286,31 @@ def test_an_arm_never_scored_is_predicted_the_mean_logged_reward() -> None:
     assert report["estimators"]["dr"]["value"] == pytest.approx(0.75)
     assert report["estimators"]["ips"]["value"] == 0.0
     assert any("'mlp'" in w for w in report["warnings"])
+
+
+async def _log_champion_only(spec: StoreSpec) -> None:
+    """60 decisions answered by lr with propensity 1, gbm a scored shadow."""
+    store = build_store(spec)
+    await store.open(["d"])
+    for i in range(60):
+        made = _decision(1_700_000_000.0 + i, "lr", 1.0, {}, 0.0, ("gbm",))
+        made.rewards, made.feedback = None, None
+        await store.create(made, wait=True)
+        rewards = {"lr": 1.0, "gbm": float(i % 4 != 0)}
+        doc = {"reward": None, "truth": [1], "time": made.time + 0.5, "learned": []}
+        await store.record_feedback(made, doc, rewards, None)
+    await store.close()
+
+
+def test_replay_warnings_go_to_stderr_and_the_json(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "arbiter.sqlite"
+    asyncio.run(_log_champion_only(StoreSpec(kind="sqlite", path=db)))
+    policy = tmp_path / "always-gbm.yaml"
+    policy.write_text("router: {kind: weighted, weights: {gbm: 100}}\n")
+    assert main(["replay", "--store", str(db), "--deployment", "d", "--policy", str(policy),
+                 "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "replay.json").read_text())
+    err = capsys.readouterr().err
+    assert report["n"] == 60 and len(report["warnings"]) == 3
+    assert all(f"warning: {w}" in err for w in report["warnings"])
+    assert report["estimators"]["dr"]["value"] == pytest.approx(0.75)
