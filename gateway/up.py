@@ -10,10 +10,17 @@ Run file (``examples/credit/arbiter.yaml``)::
 
 Pods start first; when each reports ready (``GET /v2/health/ready`` is 200) the gateway
 starts. Logs are interleaved, each line prefixed with its process's name. Ctrl-C or
-SIGTERM stops everything (gateway first, each process draining); if any process fails
-to start or dies, the rest are stopped and ``up`` exits 1 with that process's last
-lines. Children get SIGTERM if ``up`` itself dies (Linux ``PR_SET_PDEATHSIG``), so none
-is orphaned. For development and demos; production uses the Helm charts.
+SIGTERM stops everything (gateway first, each process draining). A pod that dies once
+running is restarted, after 1 s, then 2, 4, ... up to 30 s while it keeps dying (back
+to 1 s once it has stayed up 30 s); meanwhile the gateway routes around it (its circuit
+breaker). If a process fails to start, or the gateway dies, the rest are stopped and
+``up`` exits 1 with that process's last lines. Children get SIGTERM if ``up`` itself
+dies (Linux ``PR_SET_PDEATHSIG``), so none is orphaned. For development and demos;
+production uses the Helm charts.
+
+Before anything starts, ``up`` refuses a gateway config that would not reach the run
+file's pods: a model whose pod (the pod serving that model name) listens elsewhere, or
+whose port belongs to a pod serving another model, is named with both URLs.
 """
 
 from __future__ import annotations
@@ -29,13 +36,18 @@ import time
 import urllib.request
 from collections import deque
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["RunFile", "Process", "run_up", "load_run_file"]
+__all__ = ["RunFile", "Process", "run_up", "load_run_file", "check_upstreams"]
 
 log = logging.getLogger("arbiter.up")
+
+RESTART_BACKOFF_S = (1.0, 30.0)
+"""First and longest wait before restarting a pod that died; doubled per death, back to
+the first once the pod has stayed up the longest."""
 
 
 class _Spec(BaseModel):
@@ -102,9 +114,11 @@ class Process:
         self.ready_url = ready_url
         self.tail: deque[str] = deque(maxlen=20)
         self.popen: subprocess.Popen | None = None
+        self.started_at = 0.0
 
     def start(self) -> None:
-        """Spawn it and start copying its output."""
+        """Spawn it (again, after it died) and start copying its output."""
+        self.started_at = time.monotonic()
         self.popen = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             bufsize=1, preexec_fn=_die_with_parent,
@@ -174,14 +188,59 @@ def _processes(run: RunFile) -> tuple[list[Process], Process]:
     from gateway.config import ConfigError, load_config
 
     try:  # refuse a bad gateway config before any pod starts
-        load_config(gw.config)
+        config = load_config(gw.config)
     except ConfigError as exc:
         raise StartupError(f"gateway: {exc}") from None
+    check_upstreams(run, config)
     for port in (gw.http_port, gw.grpc_port):
         _check_port(run.host, port, "gateway")
     args = [*cli, "gateway", "--config", str(gw.config), "--host", run.host,
             "--http-port", str(gw.http_port), "--grpc-port", str(gw.grpc_port)]
     return pods, Process("gateway", args, f"http://{run.host}:{gw.http_port}/v2/health/ready")
+
+
+def _pod_urls(run: RunFile) -> dict[str, tuple[str, dict[str, int]]]:
+    """Model name -> (pod name, {"http": port, "grpc": port}) for each pod whose
+    settings file names its model."""
+    served = {}
+    for name, pod in run.pods.items():
+        try:
+            model = (yaml.safe_load(pod.settings.read_text()) or {}).get("name")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # the pod itself will say what is wrong with its settings
+        if isinstance(model, str):
+            served[model] = (name, {"http": pod.http_port, "grpc": pod.grpc_port})
+    return served
+
+
+def check_upstreams(run: RunFile, config) -> None:
+    """Refuse a gateway config whose models would not reach the run file's pods.
+
+    A model served by a pod of the run file (same model name) must use that pod's port
+    for its protocol (gRPC or REST); a model on a pod's port must be that pod's model.
+    Models on other ports are left alone (pods outside the run file).
+
+    Raises:
+        StartupError: naming the model and both URLs.
+    """
+    served = _pod_urls(run)
+    by_port = {port: (pod, model) for model, (pod, ports) in served.items()
+               for port in ports.values()}
+    for key, ref in config.models.items():
+        url = urlparse(ref.url)
+        found = served.get(ref.name)
+        if found is not None:
+            pod, ports = found
+            expected = f"{url.scheme}://{run.host}:{ports[ref.protocol]}"
+            if url.port != ports[ref.protocol]:
+                raise StartupError(
+                    f"gateway: model {key!r} ({ref.name}) is at {ref.url} in the gateway "
+                    f"config, but pod {pod!r} of the run file serves it at {expected}")
+        elif url.port in by_port:
+            pod, model = by_port[url.port]
+            raise StartupError(
+                f"gateway: model {key!r} ({ref.name}) is at {ref.url} in the gateway config, "
+                f"but that port is pod {pod!r}'s, which serves {model!r}")
 
 
 def _wait_ready(processes: list[Process], timeout_s: float, stop: threading.Event) -> None:
@@ -230,7 +289,7 @@ def run_up(path: Path) -> int:
         _wait_ready([gateway], run.ready_timeout_s, stop)
         log.info("up: gateway on http://%s:%d (gRPC %d); Ctrl-C stops everything",
                  run.host, run.gateway.http_port, run.gateway.grpc_port)
-        return _supervise(started, stop)
+        return _supervise(pods, gateway, stop)
     except StartupError as exc:
         log.error("%s", exc)
         return 0 if stop.is_set() else 1
@@ -239,12 +298,31 @@ def run_up(path: Path) -> int:
             proc.stop()
 
 
-def _supervise(processes: list[Process], stop: threading.Event) -> int:
-    while not stop.wait(0.5):
-        for proc in processes:
-            if not proc.alive():
+def _supervise(pods: list[Process], gateway: Process, stop: threading.Event) -> int:
+    """Restart pods that die, with backoff; end when stopped (0) or the gateway dies (1)."""
+    first, longest = RESTART_BACKOFF_S
+    backoff = {proc.name: first for proc in pods}
+    due: dict[str, float] = {}
+    while not stop.wait(0.2):
+        if not gateway.alive():
+            tail = "\n  ".join(list(gateway.tail)[-8:])
+            log.error("gateway exited unexpectedly:\n  %s", tail)
+            return 1
+        now = time.monotonic()
+        for proc in pods:
+            if proc.alive():
+                if now - proc.started_at >= longest:
+                    backoff[proc.name] = first
+            elif proc.name not in due:
+                due[proc.name] = now + backoff[proc.name]
                 tail = "\n  ".join(list(proc.tail)[-8:])
-                log.error("%s exited unexpectedly:\n  %s", proc.name, tail)
-                return 1
+                log.error("%s exited (code %s); restarting in %.0f s:\n  %s", proc.name,
+                          proc.popen.returncode if proc.popen else None, backoff[proc.name],
+                          tail)
+                backoff[proc.name] = min(2 * backoff[proc.name], longest)
+            elif now >= due[proc.name]:
+                del due[proc.name]
+                proc.start()
+                log.info("%s restarted", proc.name)
     log.info("stopping")
     return 0
