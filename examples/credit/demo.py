@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from examples.credit.encoding import encode_frame
+from examples.credit.encoding import encode_frame, write_input_schema
 
 HERE = Path(__file__).resolve().parent
 DEPLOYMENTS = ("credit", "credit-cc", "credit-shadow")
@@ -63,6 +63,11 @@ def write_run_files(models: Path, run_dir: Path) -> tuple[Path, dict[str, int]]:
     explain = gateway["deployments"]["credit-cc"]["explain"]
     explain["encoding"] = str(models / "encoding.json")
     explain["reference_data"] = str(models / "reference.npy")
+    if not (models / "input_schema.json").exists():  # models trained before it existed
+        write_input_schema(models)
+    for deployment in gateway["deployments"].values():
+        if "input_schema" in deployment:
+            deployment["input_schema"] = str(models / "input_schema.json")
     gateway["store"]["path"] = str(run_dir / "arbiter.sqlite")
     for stale in run_dir.glob("arbiter.sqlite*"):
         stale.unlink()

@@ -5,6 +5,11 @@ as its value, a categorical attribute as the index of its category in the fixed,
 sorted category list :data:`CATEGORIES`. All three credit models (``lr``, ``gbm``,
 ``mlp``) take this ``input`` tensor, FP32 ``[-1, 20]``; explainers read the same
 encoding from ``encoding.json`` to turn columns back into named attributes.
+
+The encoding also publishes each column's domain (:data:`NUMERIC_DOMAINS` and the
+category codes): :func:`input_schema` is what a gateway deployment's ``input_schema``
+reads (``input_schema.json``), so a value the models were never meant to see is refused
+before any of them sees it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ __all__ = [
     "LABEL",
     "LABEL_COLUMN",
     "DATA_CSV",
+    "NUMERIC_DOMAINS",
+    "input_schema",
+    "write_input_schema",
     "encoding_spec",
     "encode_frame",
     "encode_rows",
@@ -117,6 +125,20 @@ CATEGORIES: dict[str, list[str]] = {
 }
 """Categorical attribute -> its categories, sorted; the code of a category is its index."""
 
+NUMERIC_DOMAINS: dict[str, dict[str, Any]] = {
+    "duration_in_month": {"min": 1, "max": 120},
+    "credit_amount": {"min": 1, "max": 100_000},
+    "installment_rate_in_percentage_of_disposable_income": {"categories": [1, 2, 3, 4]},
+    "present_residence_since": {"categories": [1, 2, 3, 4]},
+    "age_in_years": {"min": 18, "max": 100},
+    "number_of_existing_credits_at_this_bank": {"categories": [1, 2, 3, 4]},
+    "number_of_people_being_liable_to_provide_maintenance_for": {"categories": [1, 2]},
+}
+"""Numeric attribute -> its domain: a range in its unit (months, Deutsche Mark, years),
+wider than the data (4-72 months, 250-18,424 DM, 19-75 years) because a longer loan is
+still an applicant, or the ordinal codes the data set documents (installment rate,
+residence, credits and dependants are coded 1-4 and 1-2)."""
+
 CATEGORICAL_INDICES: list[int] = [i for i, n in enumerate(FEATURE_NAMES) if n in CATEGORIES]
 NUMERIC_INDICES: list[int] = [i for i, n in enumerate(FEATURE_NAMES) if n not in CATEGORIES]
 
@@ -184,6 +206,25 @@ def encoding_spec() -> dict[str, Any]:
         "class_names": [LABEL[k] for k in sorted(LABEL)],
         "input": {"name": "input", "datatype": "FP32", "shape": [-1, len(FEATURE_NAMES)]},
     }
+
+
+def input_schema() -> dict[str, Any]:
+    """The domain of every column of ``input``, in the gateway's ``input_schema`` form:
+    category codes for categorical attributes, :data:`NUMERIC_DOMAINS` for the others,
+    NaN nowhere."""
+    features = []
+    for column, name in enumerate(FEATURE_NAMES):
+        domain = ({"categories": list(range(len(CATEGORIES[name])))} if name in CATEGORIES
+                  else NUMERIC_DOMAINS[name])
+        features.append({"name": name, "column": column, **domain, "nan": False})
+    return {"input": "input", "features": features}
+
+
+def write_input_schema(out_dir: Path) -> Path:
+    """Write ``input_schema.json`` into ``out_dir`` and return its path."""
+    path = Path(out_dir) / "input_schema.json"
+    path.write_text(json.dumps(input_schema(), indent=2) + "\n")
+    return path
 
 
 def write_encoding(out_dir: Path) -> Path:

@@ -9,6 +9,7 @@ Writes into ``--out``:
 * ``holdout.csv``: the stratified 20 % held-out rows (raw attributes and label);
 * ``reference.npy``: the encoded training rows, FP32 ``[800, 20]``, for explainers;
 * ``encoding.json``: the input encoding (see :mod:`examples.credit.encoding`);
+* ``input_schema.json``: every column's domain, for the gateway's ``input_schema``;
 * ``lr.joblib`` + ``lr.yaml``: scikit-learn pipeline, one-hot + scaling + logistic
   regression;
 * ``gbm.onnx`` + ``gbm.yaml`` (and ``gbm.joblib``, the fitted sklearn model, for
@@ -49,6 +50,7 @@ from examples.credit.encoding import (  # noqa: E402
     NUMERIC_INDICES,
     encode_frame,
     write_encoding,
+    write_input_schema,
 )
 
 __all__ = ["ARTIFACTS", "IO_SPEC", "artifact_paths", "main", "split", "train"]
@@ -58,7 +60,7 @@ ARTIFACTS: dict[str, str] = {
     "gbm": "gbm.onnx", "gbm_sklearn": "gbm.joblib", "gbm_settings": "gbm.yaml",
     "mlp": "mlp.pt", "mlp_settings": "mlp.yaml",
     "holdout": "holdout.csv", "reference": "reference.npy",
-    "encoding": "encoding.json", "metrics": "metrics.json",
+    "encoding": "encoding.json", "input_schema": "input_schema.json", "metrics": "metrics.json",
 }
 """Artifact key -> file name inside the output directory."""
 
@@ -149,7 +151,7 @@ def train(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     Returns:
         Artifact key -> path: ``lr``, ``lr_settings``, ``gbm``, ``gbm_sklearn``,
         ``gbm_settings``, ``mlp``, ``mlp_settings``, ``holdout``, ``reference``,
-        ``encoding``, ``metrics``.
+        ``encoding``, ``input_schema``, ``metrics``.
     """
     from examples.credit import mlp
 
@@ -162,6 +164,7 @@ def train(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     holdout.to_csv(paths["holdout"], index=False)
     np.save(paths["reference"], x)
     paths["encoding"] = write_encoding(out)
+    paths["input_schema"] = write_input_schema(out)
 
     lr = fit_lr(x, y)
     paths["lr"] = out / "lr.joblib"

@@ -93,3 +93,34 @@ def test_training_is_deterministic(credit_models, tmp_path):
         first, second = (torch.jit.load(str(p["mlp"]))(torch.from_numpy(x))[1].numpy()
                          for p in (credit_models, again))
     np.testing.assert_array_equal(first, second)
+
+
+def test_input_schema_admits_the_data_and_names_what_it_refuses(credit_models, tmp_path):
+    """input_schema.json is the published encoding's domain: every applicant of the data
+    set is inside it, and the example gateway config checks it on every deployment."""
+    import shutil
+
+    from examples.credit.encoding import input_schema
+    from gateway.config import load_config
+    from gateway.domain import InputDomain, InputSchemaSpec
+    from protos.errors import InvalidRequestError
+    from protos.protocol import InferenceRequest, Tensor
+
+    spec = json.loads(credit_models["input_schema"].read_text())
+    assert spec == input_schema() and len(spec["features"]) == 20
+    domain = InputDomain(InputSchemaSpec.model_validate(spec))
+    x, _ = load_frame(DATA_CSV)
+    domain.check(InferenceRequest("credit", [Tensor("input", "FP32", list(x.shape), x)]))
+    bad = x[:2].copy()
+    bad[1, FEATURE_NAMES.index("purpose")] = len(CATEGORIES["purpose"])
+    with pytest.raises(InvalidRequestError, match="row 1: feature 'purpose' \\(column 3\\) "
+                                                  "is 10, not one of its categories"):
+        domain.check(InferenceRequest("credit", [Tensor("input", "FP32", [2, 20], bad)]))
+    here = DATA_CSV.parents[1]
+    (tmp_path / "models").mkdir()
+    shutil.copy(credit_models["input_schema"], tmp_path / "models" / "input_schema.json")
+    shutil.copy(here / "gateway.yaml", tmp_path / "gateway.yaml")
+    config = load_config(tmp_path / "gateway.yaml")
+    assert {name: d.input_schema == InputSchemaSpec.model_validate(spec)
+            for name, d in config.deployments.items()} == {
+        "credit": True, "credit-eg": True, "credit-cc": True, "credit-shadow": True}
