@@ -56,7 +56,7 @@ class PromotionRule:
 
     auto: bool = False
     min_samples: int = 200
-    probability: float = 0.95
+    probability: float = 0.975
     check_every: int = 1
 
     def __post_init__(self) -> None:

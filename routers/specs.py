@@ -7,7 +7,7 @@ The gateway's deployment file embeds :data:`RouterSpec` under
     credit-eg:     {kind: epsilon_greedy, arms: [lr, gbm], epsilon: 0.1}
     credit-cc:     {kind: champion_challenger, champion: lr, challengers: [gbm, mlp],
                     traffic: {gbm: 0.0},
-                    promotion: {auto: true, min_samples: 200, probability: 0.95}}
+                    promotion: {auto: true, min_samples: 200, probability: 0.975}}
     credit-shadow: {kind: shadow, primary: lr,
                     shadows: [{model: gbm, fraction: 1.0}, {model: mlp, fraction: 0.25}]}
     credit-ab:     {kind: weighted, weights: {lr: 100, gbm: 0}}
@@ -168,7 +168,7 @@ class PromotionSpec(_Spec):
         "challenger) before a promotion is considered (count).",
     )
     probability: float = Field(
-        default=0.95,
+        default=0.975,
         gt=0.5,
         lt=1.0,
         description="Promote when P(p_challenger > p_champion) under the Beta posteriors "
