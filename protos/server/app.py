@@ -59,6 +59,9 @@ class ServerOptions:
             gateway's own pools use 10 s).
         body_timeout_s: a REST request body not received within this many seconds
             gets 408.
+        backlog: connections the REST port queues before they are accepted (capped
+            by ``net.core.somaxconn``); past it a new client's SYN is dropped and
+            retried a second later, so a burst of clients wants a deep one.
     """
 
     host: str = "127.0.0.1"
@@ -72,6 +75,7 @@ class ServerOptions:
     tls: ServerTls | None = None
     header_timeout_s: float = 15.0
     body_timeout_s: float = 60.0
+    backlog: int = 2048
 
 
 class Server:
@@ -153,6 +157,7 @@ class Server:
         await self._runner.setup()
         ssl_context = opts.tls.ssl_context() if opts.tls is not None else None
         await web.SockSite(self._runner, sock, shutdown_timeout=opts.drain_timeout_s,
+                           backlog=opts.backlog,
                            ssl_context=ssl_context).start()
         if opts.grpc_port >= 0:
             await self._start_grpc(opts)
