@@ -244,3 +244,22 @@ def test_out_of_domain_input_is_refused_before_any_model(gateway, counted) -> No
     assert status == 400 and "'status_of_existing_checking_account' (column 0) is 7" in doc[
         "error"]
     assert wrapper.calls == calls
+
+
+@pytest.mark.parametrize(("readiness", "expected"), [("all", False), ("any", True)])
+def test_readiness_all_or_any_deployment(readiness: str, expected: bool) -> None:
+    from protos.registry import ModelRegistry
+    from tests.fakes import EchoTarget
+
+    class Down(EchoTarget):
+        def ready(self) -> bool:
+            return False
+
+    registry = ModelRegistry([EchoTarget("up"), Down("down")])
+    registry.readiness = readiness
+    assert registry.ready() is expected
+    assert registry.model_ready("up") and not registry.model_ready("down")
+    assert GatewayConfig.model_validate({
+        "models": {"m": {"url": "http://127.0.0.1:1", "name": "m"}},
+        "deployments": {"d": {"router": {"kind": "weighted", "weights": {"m": 1}}}},
+        "readiness": readiness, "store": {"kind": "memory"}}).readiness == readiness
