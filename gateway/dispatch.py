@@ -85,7 +85,7 @@ class Dispatcher:
             raise UpstreamUnavailableError(
                 f"deployment {self.name!r} has no healthy model to route to ({down}: "
                 "circuit open or unreachable)") from None
-        if route.fallback is not None:
+        if route.fallback is not None and exclude is None:  # a retry is counted by call()
             self.metrics.fallbacks.labels(self.name, route.fallback[0], "unhealthy").inc()
         return route
 
