@@ -15,10 +15,9 @@ spaces) with its datatype and shape (``hash``), or nothing (``drop``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
-
-import hashlib
 
 import orjson
 
