@@ -34,11 +34,11 @@ from typing import Any
 from gateway.admission import Admission
 from gateway.breaker import UpstreamHealth
 from gateway.config import DeploymentSpec
-from gateway.decisions import Decision, DecisionStore, FeedbackRecorded, tensor_doc
+from gateway.decisions import Decision, DecisionStore, tensor_doc
 from gateway.dispatch import CallFailed, Dispatcher
 from gateway.domain import InputDomain, load_input_schema
 from gateway.explaining import explanation_parameter
-from gateway.feedback import parse_feedback, score_model, score_truth
+from gateway.feedback import FeedbackDesk
 from gateway.feedback_tokens import TOKEN_FIELD, TOKEN_HEADER, FeedbackTokens
 from gateway.metrics import GatewayMetrics
 from gateway.shadows import Shadows
@@ -46,7 +46,6 @@ from gateway.upstream import UpstreamModel
 from protos.codecs.json import tensor_from_doc
 from protos.errors import (
     ArbiterError,
-    DecisionNotFoundError,
     InvalidRequestError,
     UpstreamUnavailableError,
 )
@@ -59,7 +58,7 @@ from protos.protocol import (
 )
 from routers.base import Outcome, RouteDecision, Router
 from routers.champion_challenger import ChampionChallengerRouter
-from routers.state import CHAMPION, Learning
+from routers.state import CHAMPION
 
 __all__ = ["Deployment", "IDEMPOTENCY_HEADER"]
 
@@ -130,6 +129,8 @@ class Deployment:
         if isinstance(schema, Path):  # a config not read by load_config: relative to cwd
             schema = load_input_schema(schema)
         self.domain = InputDomain(schema) if schema is not None else None
+        self.desk = FeedbackDesk(name, spec.feedback, router, store, self.shadows, metrics,
+                                 self._learned)
         self._keyed: dict[str, asyncio.Future[InferenceResponse]] = {}
         self._route_counters: dict[str, Any] = {}
 
@@ -376,104 +377,12 @@ class Deployment:
 
     # -- feedback -------------------------------------------------------------------
     async def feedback(self, item: Any) -> dict[str, Any]:
-        """Apply one feedback item ``{"decision_id", "reward" | "truth"[,
-        "correction"]}``; acknowledged only once committed.
-
-        Returns:
-            ``{"decision_id", "status": "accepted" | "corrected" | "duplicate",
-            "rewards"[, "not_learned"]}``.
-
-        Raises:
-            InvalidRequestError: malformed item, reward not in [0, 1], truth of the
-                wrong shape.
-            DecisionNotFoundError: unknown decision, or one of another deployment.
-        """
-        parsed = parse_feedback(item)
-        decision = _takes_feedback(await self._settled_decision(parsed.decision_id))
-        if parsed.truth is None:
-            rewards = {decision.routed: parsed.reward}
-        else:
-            rewards = score_truth(decision, parsed.truth, self.spec.feedback)
-        learned = {k: v for k, v in rewards.items() if k in self.router.models}
-        learning = self.router.learning(Outcome(decision.routed, learned)) if learned else None
-        if learning is None and parsed.correction:  # the old rewards still come off
-            learning = Learning(self.name, {})
-        doc = {"reward": parsed.reward, "truth": parsed.truth, "time": time.time(),
-               "learned": sorted(learning.rewards) if learning else []}
-        write = self.store.correct_feedback if parsed.correction else self.store.record_feedback
-        recorded = await write(decision, doc, rewards, learning)
-        return self._feedback_result(decision, recorded, parsed.correction, learned, rewards)
-
-    def _feedback_result(self, decision: Decision, recorded: FeedbackRecorded,
-                         correction: bool, learned: dict, rewards: dict) -> dict[str, Any]:
-        if not recorded.new:
-            self.metrics.feedback.labels(self.name, "duplicate").inc()
-            return {"decision_id": decision.id, "status": "duplicate",
-                    "rewards": recorded.rewards}
-        status = "corrected" if correction else "accepted"
-        self.metrics.feedback.labels(self.name, status).inc()
-        if not correction:
-            for key, value in learned.items():
-                self.metrics.rewards.labels(self.name, key).inc(value)
-                self.metrics.scored.labels(self.name, key).inc()
-        self.update_posterior_metrics()
-        if recorded.promotion is not None:
-            self._promoted(recorded.promotion)
-        result = {"decision_id": decision.id, "status": status, "rewards": recorded.rewards}
-        if len(learned) < len(rewards):  # a model left the router since the decision
-            result["not_learned"] = sorted(set(rewards) - set(learned))
-        return result
+        """Apply one feedback item; see :meth:`gateway.feedback.FeedbackDesk.apply`."""
+        return await self.desk.apply(item)
 
     async def check_feedback(self, item: Any) -> None:
-        """Validate one feedback item without applying it.
-
-        Raises:
-            InvalidRequestError, DecisionNotFoundError: as :meth:`feedback`.
-        """
-        parsed = parse_feedback(item)
-        decision = _takes_feedback(await self._decision(parsed.decision_id))
-        if parsed.truth is not None:
-            score_model(decision, decision.routed, parsed.truth, self.spec.feedback)
-
-    async def _decision(self, decision_id: str) -> Decision:
-        """The decision, from this process's memory when it made it, else the store
-        (waiting up to twice the flush interval for another replica's queued write).
-
-        Raises:
-            DecisionNotFoundError: unknown, or of another deployment.
-        """
-        decision = self.store.cached(decision_id)
-        if decision is None:
-            decision = await self._stored(decision_id)
-        if decision.deployment != self.name:
-            raise DecisionNotFoundError(
-                f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
-            )
-        return decision
-
-    async def _stored(self, decision_id: str) -> Decision:
-        try:
-            return await self.store.get(decision_id)
-        except DecisionNotFoundError:
-            await asyncio.sleep(2 * self.store.spec.flush_interval_ms / 1000 + 0.05)
-            return await self.store.get(decision_id)
-
-    async def _settled_decision(self, decision_id: str) -> Decision:
-        """The decision once every shadow has answered or failed, so that a truth
-        scores every model that saw the request (shadows of another replica are
-        awaited through the store, up to the shadows' deadline)."""
-        decision = await self._decision(decision_id)
-        if decision.settled():
-            return decision
-        await self.shadows.settled(decision_id)
-        deadline = time.monotonic() + self.shadows.wait_s
-        while not decision.settled() and time.monotonic() < deadline:
-            if self.store.cached(decision_id) is None:
-                decision = await self.store.get(decision_id)
-                if decision.settled():
-                    break
-            await asyncio.sleep(0.05)
-        return decision
+        """Validate one feedback item; see :meth:`gateway.feedback.FeedbackDesk.check`."""
+        await self.desk.check(item)
 
     # -- promotion ------------------------------------------------------------------
     async def promote(self, model: str) -> dict[str, Any]:
@@ -496,6 +405,11 @@ class Deployment:
             )
         self._promoted(record)
         return record
+
+    def _learned(self, promotion: dict[str, Any] | None) -> None:
+        self.update_posterior_metrics()
+        if promotion is not None:
+            self._promoted(promotion)
 
     def _promoted(self, record: dict[str, Any]) -> None:
         self.metrics.promotions.labels(self.name).inc()
@@ -537,15 +451,3 @@ class Deployment:
             if key in health.breakers}
         return {"ready": self.dispatcher.ready(), "models": models}
 
-
-def _takes_feedback(decision: Decision) -> Decision:
-    """A decision that may take feedback.
-
-    Raises:
-        InvalidRequestError: the decision failed (its model answered nothing).
-    """
-    if decision.status == "failed":
-        raise InvalidRequestError(
-            f"decision {decision.id!r} failed ({decision.errors.get(decision.routed)}); "
-            "a failed decision takes no feedback")
-    return decision

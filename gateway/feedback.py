@@ -9,17 +9,24 @@ matching elements; float outputs score 1 - mean absolute error, clipped to [0, 1
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gateway.config import FeedbackSpec
-from gateway.decisions import MAX_RECORDED_ELEMENTS, Decision
-from protos.errors import InvalidRequestError
+from gateway.decisions import MAX_RECORDED_ELEMENTS, Decision, DecisionStore, FeedbackRecorded
+from gateway.metrics import GatewayMetrics
+from gateway.shadows import Shadows
+from protos.errors import DecisionNotFoundError, InvalidRequestError
+from routers.base import Outcome, Router
+from routers.state import Learning
 
-__all__ = ["FeedbackItem", "parse_feedback", "score_truth", "score_model"]
+__all__ = ["FeedbackDesk", "FeedbackItem", "parse_feedback", "score_truth", "score_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +160,143 @@ def _check_truth(values: list, datatype: str, output: str) -> None:
             raise InvalidRequestError(
                 f"'truth' value {value!r} does not fit output {output!r} ({datatype})"
             )
+
+
+class FeedbackDesk:
+    """Feedback of one deployment: find the decision (in this process's memory or the
+    store, once its shadows have answered), score it, and record it with the router
+    counts it changes in one store transaction, acknowledged only once committed. A
+    repeat is a ``duplicate`` that counts nothing; ``"correction": true`` replaces it.
+
+    Args:
+        name: deployment name.
+        spec: the deployment's truth-to-reward rule.
+        router: its router (for :meth:`~routers.base.Router.learning`).
+        store: the decision store.
+        shadows: the deployment's shadow calls (awaited before scoring a truth).
+        metrics: gateway metrics.
+        on_learned: called after each new or corrected feedback with the promotion it
+            caused, or None.
+    """
+
+    def __init__(self, name: str, spec: FeedbackSpec, router: Router, store: DecisionStore,
+                 shadows: Shadows, metrics: GatewayMetrics,
+                 on_learned: Callable[[dict[str, Any] | None], None]) -> None:
+        self.name = name
+        self.spec = spec
+        self.router = router
+        self.store = store
+        self.shadows = shadows
+        self.metrics = metrics
+        self.on_learned = on_learned
+
+    async def apply(self, item: Any) -> dict[str, Any]:
+        """Apply one feedback item ``{"decision_id", "reward" | "truth"[,
+        "correction"]}``; acknowledged only once committed.
+
+        Returns:
+            ``{"decision_id", "status": "accepted" | "corrected" | "duplicate",
+            "rewards"[, "not_learned"]}``.
+
+        Raises:
+            InvalidRequestError: malformed item, reward not in [0, 1], truth of the
+                wrong shape.
+            DecisionNotFoundError: unknown decision, or one of another deployment.
+        """
+        parsed = parse_feedback(item)
+        decision = _takes_feedback(await self._settled_decision(parsed.decision_id))
+        if parsed.truth is None:
+            rewards = {decision.routed: parsed.reward}
+        else:
+            rewards = score_truth(decision, parsed.truth, self.spec)
+        learned = {k: v for k, v in rewards.items() if k in self.router.models}
+        learning = self.router.learning(Outcome(decision.routed, learned)) if learned else None
+        if learning is None and parsed.correction:  # the old rewards still come off
+            learning = Learning(self.name, {})
+        doc = {"reward": parsed.reward, "truth": parsed.truth, "time": time.time(),
+               "learned": sorted(learning.rewards) if learning else []}
+        write = self.store.correct_feedback if parsed.correction else self.store.record_feedback
+        recorded = await write(decision, doc, rewards, learning)
+        return self._feedback_result(decision, recorded, parsed.correction, learned, rewards)
+
+    def _feedback_result(self, decision: Decision, recorded: FeedbackRecorded,
+                         correction: bool, learned: dict, rewards: dict) -> dict[str, Any]:
+        if not recorded.new:
+            self.metrics.feedback.labels(self.name, "duplicate").inc()
+            return {"decision_id": decision.id, "status": "duplicate",
+                    "rewards": recorded.rewards}
+        status = "corrected" if correction else "accepted"
+        self.metrics.feedback.labels(self.name, status).inc()
+        if not correction:
+            for key, value in learned.items():
+                self.metrics.rewards.labels(self.name, key).inc(value)
+                self.metrics.scored.labels(self.name, key).inc()
+        self.on_learned(recorded.promotion)
+        result = {"decision_id": decision.id, "status": status, "rewards": recorded.rewards}
+        if len(learned) < len(rewards):  # a model left the router since the decision
+            result["not_learned"] = sorted(set(rewards) - set(learned))
+        return result
+
+    async def check(self, item: Any) -> None:
+        """Validate one feedback item without applying it.
+
+        Raises:
+            InvalidRequestError, DecisionNotFoundError: as :meth:`apply`.
+        """
+        parsed = parse_feedback(item)
+        decision = _takes_feedback(await self._decision(parsed.decision_id))
+        if parsed.truth is not None:
+            score_model(decision, decision.routed, parsed.truth, self.spec)
+
+    async def _decision(self, decision_id: str) -> Decision:
+        """The decision, from this process's memory when it made it, else the store
+        (waiting up to twice the flush interval for another replica's queued write).
+
+        Raises:
+            DecisionNotFoundError: unknown, or of another deployment.
+        """
+        decision = self.store.cached(decision_id)
+        if decision is None:
+            decision = await self._stored(decision_id)
+        if decision.deployment != self.name:
+            raise DecisionNotFoundError(
+                f"decision {decision_id!r} belongs to deployment {decision.deployment!r}"
+            )
+        return decision
+
+    async def _stored(self, decision_id: str) -> Decision:
+        try:
+            return await self.store.get(decision_id)
+        except DecisionNotFoundError:
+            await asyncio.sleep(2 * self.store.spec.flush_interval_ms / 1000 + 0.05)
+            return await self.store.get(decision_id)
+
+    async def _settled_decision(self, decision_id: str) -> Decision:
+        """The decision once every shadow has answered or failed, so that a truth
+        scores every model that saw the request (shadows of another replica are
+        awaited through the store, up to the shadows' deadline)."""
+        decision = await self._decision(decision_id)
+        if decision.settled():
+            return decision
+        await self.shadows.settled(decision_id)
+        deadline = time.monotonic() + self.shadows.wait_s
+        while not decision.settled() and time.monotonic() < deadline:
+            if self.store.cached(decision_id) is None:
+                decision = await self.store.get(decision_id)
+                if decision.settled():
+                    break
+            await asyncio.sleep(0.05)
+        return decision
+
+
+def _takes_feedback(decision: Decision) -> Decision:
+    """A decision that may take feedback.
+
+    Raises:
+        InvalidRequestError: the decision failed (its model answered nothing).
+    """
+    if decision.status == "failed":
+        raise InvalidRequestError(
+            f"decision {decision.id!r} failed ({decision.errors.get(decision.routed)}); "
+            "a failed decision takes no feedback")
+    return decision
