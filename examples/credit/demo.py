@@ -13,6 +13,7 @@ Usage: ``python -m examples.credit.demo [--out out] [--passes 5] [--applicants 2
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import json
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import TypeAdapter
 
 from examples.credit.encoding import encode_frame, write_input_schema
 
@@ -321,10 +323,35 @@ def _print(report: dict) -> None:
         exp = refused["explanation"]
         print(f"refused applicant {refused['decision_id']} by {refused['routed_model']}:")
         print("  " + str(exp.get("summary", exp)))
+    rep = report.get("replay")
+    if rep:
+        print(f"replay of 'always {rep['policy'].split()[-1]}' on {rep['deployment']} "
+              f"({rep['n']} logged decisions, ESS {rep['ess']:.0f}; true accuracy "
+              f"{rep['true_accuracy']:.3f}):")
+        for name, e in rep["estimators"].items():
+            print(f"  {name}: {e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]")
     for protocol, lat in report["latency"].items():
         if lat.get("count"):
             print(f"latency {protocol}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms"
                   f" over {lat['count']} requests")
+
+
+def replay_always(store: Path, deployment: str, model: str) -> dict:
+    """Off-policy estimates of "always ``model``" from the demo's logged decisions
+    (``arbiter replay``'s estimators), beside the model's true accuracy on the same
+    decisions (known: every model is scored on every champion-challenger decision)."""
+    from gateway.replay import evaluate, read_decisions, store_spec
+    from routers.specs import RouterSpec
+
+    spec = TypeAdapter(RouterSpec).validate_python(
+        {"kind": "weighted", "weights": {model: 100}})
+    decisions = asyncio.run(read_decisions(store_spec(str(store)), deployment))
+    truth = [d.rewards[model] for d in decisions if d.rewards and model in d.rewards]
+    result = evaluate(decisions, deployment, spec)
+    return {"deployment": deployment, "policy": f"always {model}", "n": result["n"],
+            "ess": result["ess"], "estimators": result["estimators"],
+            "true_accuracy": float(np.mean(truth)) if truth else None,
+            "warnings": result["warnings"]}
 
 
 def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
@@ -362,6 +389,7 @@ def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
     finally:
         code = up.stop()
     report["arbiter_up_exit_code"] = code
+    report["replay"] = replay_always(out / "run" / "arbiter.sqlite", "credit-cc", "gbm")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     _chart(report, out / "traffic_share.png")
     _print(report)

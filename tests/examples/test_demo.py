@@ -46,6 +46,12 @@ def test_short_replay_report_matches_the_decision_log(tmp_path: Path) -> None:
     )
     assert dict(statuses) == report["explanations"]
     assert (tmp_path / "out" / "traffic_share.png").stat().st_size > 10_000
+    replay = report["replay"]  # "always gbm" estimated off-policy from the logged decisions
+    gbm_truth = [d["rewards"]["gbm"] for d in docs if d["deployment"] == "credit-cc"]
+    assert replay["n"] == 24 and replay["true_accuracy"] == pytest.approx(np.mean(gbm_truth))
+    dr = replay["estimators"]["dr"]
+    assert dr["ci_low"] <= replay["true_accuracy"] <= dr["ci_high"]
+    assert {"ips", "snips", "dr"} <= set(replay["estimators"])
 
 
 def _stored_decisions(path: Path) -> list[dict]:
