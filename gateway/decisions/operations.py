@@ -30,7 +30,7 @@ from routers.state import CHAMPION, PROMOTIONS, ArmStats, Learning
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema", "decision_row", "dumps",
     "input_docs", "insert_decision", "insert_feedback", "nothing", "promote_router",
-    "purge_before", "select_decisions", "state_of_all", "upsert_doc",
+    "purge_before", "put_value", "select_decisions", "state_of_all", "upsert_doc",
 ]
 
 SCHEMA_VERSION = 1
@@ -226,6 +226,19 @@ def _compare_and_set(tx: Tx, key: str, expected: Any, record: Mapping[str, Any])
             (key, name, dumps(value)),
         )
     return True
+
+
+def put_value(tx: Tx, key: str, name: str, value: Any) -> Snapshot:
+    """Set router ``key``'s value ``name`` (not the champion nor the promotion log, which
+    only :func:`promote_router` writes); returns the router's state."""
+    if name in (CHAMPION, PROMOTIONS):
+        raise StoreError(f"{name!r} is written by promotions only")
+    tx.run(
+        "INSERT INTO router_values (router, name, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (router, name) DO UPDATE SET value = excluded.value",
+        (key, name, dumps(value)),
+    )
+    return _state_of(tx, key)
 
 
 def _snapshot(tx: Tx, learning: Learning | None) -> Snapshot | None:

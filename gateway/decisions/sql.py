@@ -45,6 +45,7 @@ from gateway.decisions.operations import (
     nothing,
     promote_router,
     purge_before,
+    put_value,
     select_decisions,
     state_of_all,
     upsert_doc,
@@ -222,6 +223,11 @@ class SQLDecisionStore(DecisionStore):
         done, snapshot = await self._call(promote_router, key, expected, dict(record), lock=key)
         self.state.replace(key, snapshot)
         return done
+
+    async def put_value(self, key: str, name: str, value: Any) -> None:
+        """See :meth:`DecisionStore.put_value`."""
+        snapshot = await self._call(put_value, key, name, value, lock=key)
+        self.state.replace(key, snapshot)
 
     async def purge(self, before: float) -> int:
         """See :meth:`DecisionStore.purge`."""

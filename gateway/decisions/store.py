@@ -18,6 +18,7 @@ Operations are intents, each one transaction and idempotent where a client may r
                             adjusts the counts by the difference
 ``attach_explanation``      the explanation document
 ``promote``                 compare-and-set of a router's champion, with its record
+``put_value``               one other router value (a deployment's monitoring spec)
 ``purge``                   deletes decisions older than a time, with their feedback,
                             shadow outputs and explanations (``store.retention_days``)
 ``get`` / ``list`` /        reads: one decision, a deployment's decisions in a time
@@ -153,6 +154,16 @@ class DecisionStore(ABC):
     async def promote(self, key: str, expected: Any, record: Mapping[str, Any]) -> bool:
         """Compare-and-set router ``key``'s champion (see
         :meth:`routers.state.StateStore.promote`); committed before returning."""
+
+    @abstractmethod
+    async def put_value(self, key: str, name: str, value: Any) -> None:
+        """Set router ``key``'s JSON-able value ``name`` (shared by every process through
+        :attr:`state`; not the champion nor the promotion log); committed before
+        returning.
+
+        Raises:
+            StoreError: ``name`` is ``champion`` or ``promotions``.
+        """
 
     @abstractmethod
     async def purge(self, before: float) -> int:
