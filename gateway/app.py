@@ -11,6 +11,8 @@ POST      /v2/deployments/{deployment}/feedback        ``{"decision_id", "reward
 GET       /v2/decisions/{decision_id}                  the decision record
 GET       /v2/deployments                              every deployment's state
 GET       /v2/deployments/{deployment}                 router state, shadow agreement
+GET       /v2/deployments/{deployment}/fairness        ``?window=all|hour|day|day_of_week
+                                                       [&buckets=N]``: figures per group
 POST      /v2/deployments/{deployment}/promote         ``{"model": key}`` (champion_challenger)
 ========  ===========================================  =================================
 
@@ -45,6 +47,7 @@ from gateway.deployment import Deployment
 from gateway.explaining import ExplainHub
 from gateway.feedback_tokens import TOKEN_FIELD, FeedbackTokens
 from gateway.metrics import GatewayMetrics
+from gateway.monitoring import FairnessMonitor, watch
 from gateway.seldon import (
     SELDON_GRPC_SCOPES,
     SELDON_REST_SCOPES,
@@ -71,6 +74,7 @@ REST_SCOPES = {
     ("GET", "/v2/decisions/{decision_id}"): DECISIONS_READ,
     ("GET", "/v2/deployments"): DECISIONS_READ,
     ("GET", "/v2/deployments/{deployment}"): DECISIONS_READ,
+    ("GET", "/v2/deployments/{deployment}/fairness"): DECISIONS_READ,
     ("POST", "/v2/deployments/{deployment}/promote"): ADMIN,
     **SELDON_REST_SCOPES,
 }
@@ -108,6 +112,7 @@ class Gateway:
         self.explain = ExplainHub(config, self.store, self.metrics)
         secret = config.feedback.resolved_secret
         self.feedback_tokens = FeedbackTokens(secret) if secret else None
+        self.monitors: dict[str, FairnessMonitor] = {}
         self.deployments = {name: self._deployment(name) for name in config.deployments}
         self.registry = ModelRegistry(self.deployments.values())
         self.registry.readiness = config.readiness
@@ -127,6 +132,8 @@ class Gateway:
             health=self.health, draining=lambda: self.registry.draining,
         )
         deployment.feedback_tokens = self.feedback_tokens
+        if spec.monitoring is not None:
+            self.monitors[name] = watch(deployment, spec.monitoring, self.metrics)
         return deployment
 
     async def start(self) -> None:
@@ -140,6 +147,8 @@ class Gateway:
         """
         await self.store.open(list(self.deployments))
         self.metrics.decision_queue.set(self.store.pending_writes)
+        for monitor in self.monitors.values():
+            await monitor.start()
         await asyncio.gather(*(u.wait_ready(self.upstream_wait_s) for u in self.upstreams.values()))
         self.health.start()
         for deployment in self.deployments.values():
@@ -152,6 +161,8 @@ class Gateway:
         for deployment in self.deployments.values():
             await deployment.drain()
         await self.explain.close()
+        for monitor in self.monitors.values():
+            await monitor.close()
         await self.store.close()
         await self.health.close()
         for upstream in self.upstreams.values():
@@ -189,6 +200,26 @@ class Gateway:
             for item in items:
                 await deployment.check_feedback(item)
         return [await deployment.feedback(item) for item in items]
+
+    def fairness(self, name: str, query: dict[str, str]) -> dict[str, Any]:
+        """Fairness figures of a deployment (``window``, ``buckets``: the most recent N,
+        default 24); see :meth:`gateway.monitoring.FairnessMonitor.figures`.
+
+        Raises:
+            ModelNotFoundError: unknown deployment, or one without monitoring.
+            InvalidRequestError: a window it does not monitor, a bad bucket count.
+        """
+        self.deployment(name)
+        monitor = self.monitors.get(name)
+        if monitor is None:
+            raise ModelNotFoundError(f"deployment {name!r} has no monitoring")
+        buckets = query.get("buckets", "24")
+        if not buckets.isdigit():
+            raise InvalidRequestError(f"'buckets' must be a whole number, got {buckets!r}")
+        try:
+            return monitor.figures(query.get("window", "all"), int(buckets))
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
 
     async def promote(self, name: str, body: Any) -> dict[str, Any]:
         """Manual promotion of a challenger.
@@ -245,6 +276,10 @@ def _routes(gateway: Gateway):
         state = _state(gateway.deployment(request.match_info["deployment"]), is_admin(request))
         return json_response(state)
 
+    async def fairness(request: web.Request) -> web.Response:
+        return json_response(gateway.fairness(request.match_info["deployment"],
+                                              dict(request.query)))
+
     async def promote(request: web.Request) -> web.Response:
         body = rest.body_json(await request.read())
         return json_response(await gateway.promote(request.match_info["deployment"], body))
@@ -254,6 +289,7 @@ def _routes(gateway: Gateway):
         app.router.add_get("/v2/decisions/{decision_id}", decision)
         app.router.add_get("/v2/deployments", deployments)
         app.router.add_get("/v2/deployments/{deployment}", deployment)
+        app.router.add_get("/v2/deployments/{deployment}/fairness", fairness)
         app.router.add_post("/v2/deployments/{deployment}/promote", promote)
         add_seldon_routes(app, gateway)
 

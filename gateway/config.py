@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from explain.settings import ExplainSpec
 from gateway.domain import InputSchemaSpec, load_input_schema
+from gateway.groups import MonitoringSpec, resolved
 from routers.specs import RouterSpec
 
 __all__ = [
@@ -218,6 +219,19 @@ class DeploymentSpec(_Spec):
         "NaN allowed); a value outside it is a 400 before any model sees it. Inline, or "
         "a JSON/YAML file relative to the config file.",
     )
+    monitoring: MonitoringSpec | None = Field(
+        default=None,
+        description="Fairness and outcome monitoring per protected group, model and time "
+        "window, with alerts and a promotion guardrail (gateway.monitoring); None: off.",
+    )
+
+    @model_validator(mode="after")
+    def _guardrail_router(self) -> DeploymentSpec:
+        if self.monitoring is not None and self.monitoring.guardrail is not None \
+                and self.router.kind != "champion_challenger":
+            raise ValueError("monitoring.guardrail holds promotions: it needs a "
+                             "champion_challenger router")
+        return self
 
 
 class StoreSpec(_Spec):
@@ -480,6 +494,7 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             })
         deployments[name] = dep.model_copy(update={
             "explain": explain, "input_schema": _input_schema(dep.input_schema, base, name),
+            "monitoring": _monitoring(dep.monitoring, base, name),
         })
     return config.model_copy(
         update={"store": store, "deployments": deployments, "models": models, "auth": auth}
@@ -498,3 +513,22 @@ def _input_schema(schema, base: Path, deployment: str):
         return load_input_schema(schema if schema.is_absolute() else base / schema)
     except ValueError as exc:
         raise ConfigError(f"deployments.{deployment}.input_schema: {exc}") from None
+
+
+def _monitoring(spec: MonitoringSpec | None, base: Path, deployment: str):
+    """A monitoring block with its encoding file relative to the config file, checked
+    against that file.
+
+    Raises:
+        ConfigError: unreadable encoding, or a feature or category name it lacks.
+    """
+    if spec is None:
+        return None
+    encoding = spec.encoding
+    if encoding is not None and not encoding.is_absolute():
+        spec = spec.model_copy(update={"encoding": base / encoding})
+    try:
+        resolved(spec)
+    except ValueError as exc:
+        raise ConfigError(f"deployments.{deployment}.monitoring: {exc}") from None
+    return spec

@@ -90,6 +90,10 @@ class Deployment:
     """Issues each decision's ``feedback_token`` (set by the gateway when it has a
     feedback secret)."""
 
+    on_decision: Callable[[Decision], None] | None = None
+    """Called with each new decision once recorded (the fairness monitor, set by
+    ``gateway.monitoring.watch``), or None."""
+
     def __init__(
         self,
         name: str,
@@ -221,6 +225,8 @@ class Deployment:
         made.set_result(decision)
         if holder.id != decision.id:  # another replica decided this key first
             return self._replay(holder, request)
+        if self.on_decision is not None:
+            self.on_decision(decision)
         if extra is not None:  # recorded for feedback, not asked for by the client
             response.outputs = [t for t in response.outputs if t.name != extra]
         self._count_route(route.routed)

@@ -189,6 +189,10 @@ class FeedbackDesk:
         self.shadows = shadows
         self.metrics = metrics
         self.on_learned = on_learned
+        self.on_feedback: Callable[[Decision, dict[str, Any], bool], None] | None = None
+        """Called with the decision, the feedback document and whether it is a
+        correction, after each new or corrected feedback's commit (the fairness
+        monitor), or None."""
 
     async def apply(self, item: Any) -> dict[str, Any]:
         """Apply one feedback item ``{"decision_id", "reward" | "truth"[,
@@ -217,6 +221,8 @@ class FeedbackDesk:
                "learned": sorted(learning.rewards) if learning else []}
         write = self.store.correct_feedback if parsed.correction else self.store.record_feedback
         recorded = await write(decision, doc, rewards, learning)
+        if recorded.new and self.on_feedback is not None:
+            self.on_feedback(decision, doc, parsed.correction)
         return self._feedback_result(decision, recorded, parsed.correction, learned, rewards)
 
     def _feedback_result(self, decision: Decision, recorded: FeedbackRecorded,

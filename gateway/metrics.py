@@ -106,3 +106,18 @@ class GatewayMetrics:
             "Requests refused by a deployment's backpressure: queue_full and "
             "queue_timeout (429), draining (503).", ["deployment", "reason"], registry=r,
         )
+        self.fairness = Gauge(
+            "arbiter_fairness",
+            "Fairness monitoring per deployment, model, protected attribute and group, in "
+            "the current bucket of each window (all, hour, day, day_of_week): decisions, "
+            "approval_rate, accuracy, tpr, fpr, and against the reference group "
+            "disparate_impact, equal_opportunity_difference, average_odds_difference "
+            "(each with _ci_low and _ci_high); NaN where undefined.",
+            ["deployment", "model", "attribute", "group", "metric", "window"], registry=r,
+        )
+        self.fairness_alert = Gauge(
+            "arbiter_fairness_alert",
+            "1 while a monitoring alert rule fires for a model, group and window (its "
+            "whole confidence interval past the threshold), else 0.",
+            ["deployment", "model", "attribute", "group", "metric", "window"], registry=r,
+        )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +55,8 @@ class Shadows:
 
     Attributes:
         health: the models' circuit breakers, fed by each call (None: none).
+        on_output: called with the decision, model and outputs of each shadow that
+            answered (the fairness monitor), or None.
 
     Args:
         name: deployment name.
@@ -77,6 +81,7 @@ class Shadows:
         self._tasks: set[asyncio.Task] = set()
         self._by_decision: dict[str, list[asyncio.Task]] = {}
         self.health: UpstreamHealth | None = None
+        self.on_output: Callable[[Decision, str, dict[str, Any]], None] | None = None
         self.wait_s = max((u.ref.timeout_s for u in upstreams.values()), default=5.0) + 1.0
 
     def start(
@@ -135,6 +140,8 @@ class Shadows:
             return
         outputs = {t.name: tensor_doc(t) for t in response.outputs}
         self.store.add_shadow_output(decision.id, key, outputs, latency_ms=latency * 1000)
+        if self.on_output is not None:
+            self.on_output(decision, key, outputs)
         self._compare(decision, key, response)
 
     async def _record_error(self, key: str, made: asyncio.Future, message: str) -> None:

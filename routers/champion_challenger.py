@@ -10,13 +10,18 @@ challenger is promoted automatically when P(p_challenger > p_champion) reaches a
 threshold with enough scored decisions on each side - the "probability to beat the
 control" rule of Bayesian A/B testing (Scott, "Multi-armed bandit experiments in the
 online service economy", ASMBI 2015; Chapelle & Li 2011 for the Beta-Bernoulli model).
+
+An optional guard (the gateway's fairness guardrail) may refuse a promotion the rule
+calls for; the refusal, with the guard's evidence, is kept in :attr:`refusals` and
+logged, and the next best challenger is considered.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -37,7 +42,14 @@ from routers.state import (
     StateStore,
 )
 
-__all__ = ["PromotionRule", "ChampionChallengerRouter"]
+__all__ = ["PromotionGuard", "PromotionRule", "ChampionChallengerRouter"]
+
+log = logging.getLogger("arbiter.routers")
+
+PromotionGuard = Callable[[str, str], Mapping[str, Any]]
+"""Given (champion, challenger), a verdict ``{"allowed": bool, ...evidence}``; called
+where the promotion rule runs (possibly the store's writer thread), so it must only read
+state that is safe to read there."""
 
 _EMPTY = ArmStats()
 _MEMO_SIZE = 256
@@ -90,6 +102,8 @@ class ChampionChallengerRouter(Router):
         store: where counts, the champion and promotions live (default: in memory).
         rng: random source (used only when some traffic share is in (0, 1)).
         clock: time source in seconds, stamped on promotions.
+        guard: consulted before an automatic promotion; a verdict that does not allow
+            it refuses the promotion (see :attr:`refusals`); None: none.
 
     Raises:
         ValueError: repeated models, the champion among the challengers, a traffic
@@ -113,11 +127,16 @@ class ChampionChallengerRouter(Router):
         store: StateStore | None = None,
         rng: random.Random | None = None,
         clock: Clock = time.time,
+        guard: PromotionGuard | None = None,
     ) -> None:
         super().__init__(
             name, rng=rng, clock=clock,
             store=store if store is not None else InMemoryStateStore(),
         )
+        self.guard = guard
+        self.refusals: dict[str, dict[str, Any]] = {}
+        """Challenger -> the latest refusal of its promotion by the guard: ``{"time",
+        "champion", "challenger", "probability", "evidence"}`` (this process's)."""
         self.store: StateStore
         self._models = (champion, *challengers)
         self.traffic = {m: float(f) for m, f in (traffic or {}).items()}
@@ -256,32 +275,52 @@ class ChampionChallengerRouter(Router):
 
     def promotion(self, counts: Mapping[str, ArmStats], stored: Any) -> dict[str, Any] | None:
         """The promotion record the rule calls for, given per-model counts and the
-        stored champion (None: the initial one), or ``None``. Pure: writes nothing.
+        stored champion (None: the initial one), or ``None``. Writes nothing to the
+        store; a refusal by the guard is kept in :attr:`refusals` and logged.
 
         Among challengers with at least ``min_samples`` scored decisions (the champion
         needing as many) whose P(p_challenger > p_champion) reaches the threshold, the
-        one with the largest probability is promoted. The exact probability (about
-        0.2-1 ms of quadrature) is computed only for challengers whose cheap upper bound
-        (:func:`~routers.posterior.prob_greater_upper_bound`, a few microseconds) reaches
-        the threshold, so clearly worse challengers cost almost nothing.
+        one with the largest probability that the guard (if any) allows is promoted. The
+        exact probability (about 0.2-1 ms of quadrature) is computed only for challengers
+        whose cheap upper bound (:func:`~routers.posterior.prob_greater_upper_bound`, a
+        few microseconds) reaches the threshold, so clearly worse challengers cost almost
+        nothing.
         """
         stats = {m: counts.get(m, _EMPTY) for m in self._models}
         champion = self._champion_of(stored)
         if stats[champion].n < self.rule.min_samples:
             return None
-        best: tuple[float, str, dict[str, Any]] | None = None
+        ahead: list[tuple[float, str, dict[str, Any]]] = []
         for challenger in (m for m in self._models if m != champion):
             if stats[challenger].n < self.rule.min_samples or not self._may_beat(
                 stats, champion, challenger
             ):
                 continue
             evidence = self._evidence(stats, champion, challenger)
-            p = evidence["probability"]
-            if p >= self.rule.probability and (best is None or p > best[0]):
-                best = (p, challenger, evidence)
-        if best is None:
-            return None
-        return self._record(best[1], champion, "auto", best[2])
+            if evidence["probability"] >= self.rule.probability:
+                ahead.append((evidence["probability"], challenger, evidence))
+        for p, challenger, evidence in sorted(ahead, key=lambda a: -a[0]):
+            if self.guard is not None:
+                verdict = dict(self.guard(champion, challenger))
+                if not verdict.get("allowed", False):
+                    self._refused(champion, challenger, p, verdict)
+                    continue
+                evidence = {**evidence, "guard": verdict}
+                self.refusals = {k: v for k, v in self.refusals.items() if k != challenger}
+            return self._record(challenger, champion, "auto", evidence)
+        return None
+
+    def _refused(self, champion: str, challenger: str, probability: float,
+                 verdict: dict[str, Any]) -> None:
+        """Keep (and log, when new) the guard's refusal of a promotion."""
+        earlier = self.refusals.get(challenger)
+        if earlier is None or earlier["champion"] != champion or \
+                earlier["evidence"].get("reason") != verdict.get("reason"):
+            log.warning("%s: promotion of %s over %s refused by the guard (P(better) = %.3f): "
+                        "%s", self.name, challenger, champion, probability, verdict)
+        self.refusals = {**self.refusals, challenger: {
+            "time": self.clock(), "champion": champion, "challenger": challenger,
+            "probability": probability, "evidence": verdict}}
 
     def promote(
         self, model: str, reason: str = "manual", evidence: Mapping[str, Any] | None = None
@@ -360,6 +399,7 @@ class ChampionChallengerRouter(Router):
             "prior": {"alpha": self.alpha0, "beta": self.beta0},
             "arms": arms,
             "promotions": self.promotions,
+            "refusals": list(self.refusals.values()),
         }
 
     def _evidence(

@@ -7,6 +7,9 @@
 * :class:`EchoTarget`: a Target that answers every input back as an output of the same
   name (any datatype), for transport round trips.
 * :class:`RaisingTarget`: a Target whose ``infer`` raises a given exception.
+* :class:`RuleCreditWrapper` and :func:`fairness_rows`: a world whose truth is known
+  from each row, and models that err on chosen rows or refuse a chosen group (the
+  fairness tests' fair and biased models).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ __all__ = [
     "model_pod",
     "http_call",
     "SlowCreditWrapper",
+    "RuleCreditWrapper",
+    "fairness_rows",
 ]
 
 CREDIT_INPUTS = [TensorMetadata("input", "FP32", [-1, 20])]
@@ -201,3 +206,54 @@ def http_call(
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, dict(exc.headers), exc.read()
+
+
+def fairness_rows(n: int, female_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Credit-like rows (FP32 [n, 20]) and their truth (INT64 [n], 1 = repaid).
+
+    Every ``female_every``-th row is a woman (column 8, ``personal_status_and_sex``,
+    code 0), the others men (code 3); column 12 is the age (19-75), column 19 the
+    foreign-worker flag. Column 2 counts the rows of each sex (``k``): a row repaid when
+    ``k % 10 < 7`` (column 4, the amount, is 1,000 then, else 9,000), so each sex
+    repays 70 % of the time and a model whose errors depend on ``k`` errs equally
+    often in both.
+    """
+    x = np.zeros((n, 20), np.float32)
+    seen = {0: 0, 3: 0}
+    for i in range(n):
+        sex = 0 if i % female_every == 0 else 3
+        k = seen[sex]
+        seen[sex] += 1
+        x[i, 2], x[i, 8], x[i, 12], x[i, 19] = k, sex, 19 + (i * 7) % 57, i % 3 == 0
+        x[i, 4] = 1000.0 if k % 10 < 7 else 9000.0
+    return x, (x[:, 4] < 5000).astype(np.int64)
+
+
+class RuleCreditWrapper(CreditLikeWrapper):
+    """The credit contract over :func:`fairness_rows`: the truth (amount under 5,000),
+    wrong on the rows whose ``k % err_every == 0`` (none when 0), and refusing every row
+    whose column ``refuse_column`` equals ``refuse_value`` (when set).
+
+    Args:
+        err_every: one row in this many (by ``k``) is answered wrongly; 0: none.
+        refuse_column: column of the refused group, or None.
+        refuse_value: its value.
+    """
+
+    def __init__(self, err_every: int = 0, refuse_column: int | None = None,
+                 refuse_value: float = 0.0) -> None:
+        super().__init__()
+        self.err_every = err_every
+        self.refuse_column = refuse_column
+        self.refuse_value = refuse_value
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["input"].reshape(len(inputs["input"]), -1)
+        label = (x[:, 4] < 5000).astype(np.int64)
+        if self.err_every:
+            wrong = x[:, 2].astype(np.int64) % self.err_every == 0
+            label = np.where(wrong, 1 - label, label)
+        if self.refuse_column is not None:
+            label = np.where(x[:, self.refuse_column] == self.refuse_value, 0, label)
+        p = label.astype(np.float32) * 0.8 + 0.1
+        return {"label": label, "probabilities": np.stack([1 - p, p], axis=1)}
