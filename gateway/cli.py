@@ -8,7 +8,8 @@ Subcommands:
                  them, as separate processes (development and demos);
     replay       estimate a candidate router's mean reward on a deployment's logged
                  decisions (IPS, SNIPS, doubly robust);
-    simulate     run the routers of a gateway config against recorded outcomes.
+    simulate     run the routers of a gateway config against recorded outcomes;
+    report       write a deployment's fairness figures and charts from its store.
 """
 
 from __future__ import annotations
@@ -110,7 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--config", required=True, help="local run file (YAML)")
     up.add_argument("--log-level", default="INFO", help="logging level")
     _add_offline_parsers(sub)
+    _add_report_parser(sub)
     return parser
+
+
+def _add_report_parser(sub) -> None:
+    """``report``: fairness figures and charts from a store (serves nothing)."""
+    report = sub.add_parser(
+        "report", help="write a deployment's fairness figures and charts from its store",
+        description="Count a deployment's stored decisions per model and protected group "
+        "(its monitoring spec as the gateway recorded it, or --config's) and write "
+        "OUT/fairness.json and OUT/fairness_<attribute>.png (approval and error rate per "
+        "group over time, models side by side).",
+    )
+    report.add_argument("--store", required=True,
+                        help="decision store: a SQLite file (or sqlite:///path) or a "
+                        "postgresql:// DSN")
+    report.add_argument("--deployment", required=True, help="deployment to report on")
+    report.add_argument("--out", required=True, help="folder for the JSON and PNG files")
+    report.add_argument("--config", help="gateway config whose monitoring block to use "
+                        "(default: the one recorded in the store)")
+    report.add_argument("--every-s", type=_trials, help="seconds per point of the charts "
+                        "(default: a step that gives at most 24 points)")
+    report.add_argument("--log-level", default="WARNING", help="logging level")
 
 
 def _add_offline_parsers(sub) -> None:
@@ -177,7 +200,13 @@ def _offline(args: argparse.Namespace) -> int:
     from gateway.decisions import StoreError
 
     try:
-        if args.command == "replay":
+        if args.command == "report":
+            from gateway.fairness_report import run_report
+            from gateway.replay import store_spec
+
+            run_report(store_spec(args.store), args.deployment, args.out,
+                       config=args.config, every_s=args.every_s)
+        elif args.command == "replay":
             from gateway.replay import run_replay
 
             run_replay(args.store, args.deployment, args.policy, args.out,
@@ -348,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command in ("replay", "simulate"):
+        if args.command in ("replay", "simulate", "report"):
             return _offline(args)
         if args.command != "up" and args.workers > 1:
             return _workers(args)
