@@ -32,7 +32,7 @@ from gateway.tally import Tally
 
 __all__ = ["run_report", "series", "every_s_for"]
 
-_STEPS_S = (60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400)
+_STEPS_S = (1, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400)
 
 
 async def _read(spec: StoreSpec, deployment: str) -> tuple[Any, list[Decision]]:
@@ -46,8 +46,8 @@ async def _read(spec: StoreSpec, deployment: str) -> tuple[Any, list[Decision]]:
 
 
 def every_s_for(first: float, last: float, points: int = 24) -> int:
-    """The smallest of 1 min, 5 min, 15 min, 1 h, 6 h, 1 day, 1 week that draws the span
-    in at most ``points`` buckets."""
+    """The smallest of 1, 5, 10, 30 s, 1, 5, 15 min, 1, 6 h, 1 day, 1 week that draws the
+    span in at most ``points`` buckets."""
     span = max(last - first, 1.0)
     return next((s for s in _STEPS_S if span / s <= points), _STEPS_S[-1])
 
@@ -69,8 +69,8 @@ def series(decisions: list[Decision], spec: MonitoringSpec,
     for index in sorted(buckets):
         tally = buckets[index]
         models: dict[str, Any] = {}
-        for model, attribute, group in sorted(tally.totals):
-            figures = group_figures(tally.total((model, attribute, group)), spec.confidence)
+        for (model, attribute, group), counts in sorted(tally.all_counts().items()):
+            figures = group_figures(counts, spec.confidence)
             accuracy = figures["accuracy"]
             models.setdefault(model, {}).setdefault(attribute, {})[group] = {
                 "decisions": figures["decisions"], "approval_rate": figures["approval_rate"],
@@ -160,8 +160,9 @@ def _chart(doc: dict, attribute: str, reference: str, path: Path) -> None:
                 if not math.isnan(overall):  # the whole period's rate, for scale
                     ax.axhline(overall, color=colours(i % 10), linestyle="--", linewidth=1,
                                alpha=0.7)
+            span = doc["last"] - doc["first"]
             ax.xaxis.set_major_formatter(DateFormatter(
-                "%H:%M" if doc["last"] - doc["first"] < 86_400 else "%m-%d %H:%M"))
+                "%H:%M:%S" if span < 3600 else "%H:%M" if span < 86_400 else "%m-%d %H:%M"))
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
             ax.set_title(f"{model}: {name}" + _overall(doc, model, attribute, metric))
@@ -221,7 +222,8 @@ def _overall(doc: dict, model: str, attribute: str, metric: str) -> str:
 
 
 def _every(seconds: int) -> str:
-    for unit, size in (("week", 604_800), ("day", 86_400), ("h", 3600), ("min", 60)):
+    for unit, size in (("week", 604_800), ("day", 86_400), ("h", 3600), ("min", 60),
+                       ("s", 1)):
         if seconds % size == 0:
             count = seconds // size
             return unit if count == 1 else f"{count} {unit}"

@@ -57,6 +57,7 @@ MONITORING_VALUE = "monitoring"
 _PAGE = 5000
 _JOURNAL_MAX = 500_000
 _FEEDBACK_MARGIN_S = 60.0
+_RECENT = 4096  # decisions whose groups are kept for their shadows and feedback
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ class _Entry:
     decision_id: str
     when: float
     arrival: float
-    groups: list[list[str]]
+    groups: list[list[tuple[str, str]]]
     model: str | None = None
     labels: list[Any] | None = None
     labels_by_model: dict[str, list[Any]] | None = None
@@ -104,6 +105,7 @@ class FairnessMonitor:
         self.tally = Tally(self.attributes, spec.approval)
         self.firing: dict[tuple, dict[str, Any]] = {}
         self._journal: list[_Entry] = []
+        self._recent: dict[str, list[list[tuple[str, str]]]] = {}
         self._rebuilt = False
         self._refresh = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -157,7 +159,7 @@ class FairnessMonitor:
             labels = self.tally.labels(outputs)
             if labels is None or decision.status != "ok":
                 return
-            groups = self.tally.row_groups(decision.inputs, decision.parameters)
+            groups = self._groups(decision)
             self.tally.add_outputs(decision.time, groups, model, labels)
             self._keep(_Entry(decision.id, decision.time, self.clock(), groups, model, labels))
         except Exception:
@@ -173,7 +175,7 @@ class FairnessMonitor:
         if truth is None or decision.status != "ok":
             return
         try:
-            groups = self.tally.row_groups(decision.inputs, decision.parameters)
+            groups = self._groups(decision)
             labels = {m: v for m, o in decision.outputs.items()
                       if (v := self.tally.labels(o)) is not None}
             values = flat_values(truth)
@@ -183,6 +185,16 @@ class FairnessMonitor:
                               feedback_time=float(feedback.get("time", 0.0))))
         except Exception:
             log.exception("%s: counting feedback of %s failed", self.deployment, decision.id)
+
+    def _groups(self, decision: Decision) -> list[list[tuple[str, str]]]:
+        """The groups of a decision's rows, computed once for its outputs and feedback."""
+        groups = self._recent.get(decision.id)
+        if groups is None:
+            groups = self.tally.row_groups(decision.inputs, decision.parameters)
+            self._recent[decision.id] = groups
+            if len(self._recent) > _RECENT:
+                del self._recent[next(iter(self._recent))]
+        return groups
 
     def _keep(self, entry: _Entry) -> None:
         if self.spec.refresh_s or not self._rebuilt:
@@ -256,7 +268,7 @@ class FairnessMonitor:
     def current(self, window: str) -> dict[Key, Counts]:
         """The counts of the current bucket of ``window``."""
         if window == "all":
-            return {k: Counts.of(v) for k, v in self.tally.totals.items()}
+            return self.tally.all_counts()
         label = bucket_label(window, hour_of(self.clock()), self.zone)
         return self.tally.buckets(window, self.zone).get(label, {})
 

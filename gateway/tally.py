@@ -10,7 +10,8 @@ made in it, whenever their outcomes arrived. Hours are UTC hours; days and weekd
 are those of a time zone, each hour counted in the day its start falls in.
 
 Counts are plain lists in :data:`~gateway.fairness.COUNT_FIELDS` order, updated in
-place: a decision costs a few dictionary updates per model and attribute.
+place, keyed per model by interned (attribute, group) pairs: a model's output costs
+two dictionary updates per attribute and row.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def flat_values(value: Any) -> list[Any]:
 
 
 class Tally:
-    """Counts per hour and (model, attribute, group), and their totals.
+    """Counts per hour, model and (attribute, group), and their totals.
 
     Args:
         attributes: the deployment's protected attributes.
@@ -58,60 +59,74 @@ class Tally:
         self.attributes = attributes
         self.output = approval.output
         self.approve = approval.value
-        self.hours: dict[int, dict[Key, list[int]]] = {}
-        self.totals: dict[Key, list[int]] = {}
+        self.hours: dict[int, dict[str, dict[tuple[str, str], list[int]]]] = {}
+        self.totals: dict[str, dict[tuple[str, str], list[int]]] = {}
+        self._keys = [{g: (a.name, g) for g in a.groups} for a in attributes]
 
     # -- adding ------------------------------------------------------------------
     def row_groups(self, inputs: Mapping[str, Any],
-                   parameters: Mapping[str, Any]) -> list[list[str]]:
-        """Per attribute, the group of each row of a decision's inputs."""
-        return [a.row_groups(inputs, parameters) for a in self.attributes]
+                   parameters: Mapping[str, Any]) -> list[list[tuple[str, str]]]:
+        """Per attribute, the (attribute, group) of each row of a decision's inputs."""
+        return [[keys[g] for g in a.row_groups(inputs, parameters)]
+                for a, keys in zip(self.attributes, self._keys, strict=True)]
 
     def labels(self, outputs: Mapping[str, Any] | None) -> list[Any] | None:
         """The decision output's values of one model (None when not recorded)."""
         doc = (outputs or {}).get(self.output)
         return doc.get("data") if isinstance(doc, dict) else None
 
-    def _cells(self, hour: int, model: str, attribute: str, group: str):
+    def _cells(self, hour: int, model: str):
         bucket = self.hours.get(hour)
         if bucket is None:
             bucket = self.hours[hour] = {}
-        key = (model, attribute, group)
-        cell = bucket.get(key)
-        if cell is None:
-            cell = bucket[key] = [0] * 8
-        total = self.totals.get(key)
-        if total is None:
-            total = self.totals[key] = [0] * 8
-        return cell, total
+        cells = bucket.get(model)
+        if cells is None:
+            cells = bucket[model] = {}
+        totals = self.totals.get(model)
+        if totals is None:
+            totals = self.totals[model] = {}
+        return cells, totals
 
-    def add_outputs(self, when: float, groups: list[list[str]], model: str,
+    def add_outputs(self, when: float, groups: list[list[tuple[str, str]]], model: str,
                     labels: list[Any]) -> None:
         """One model's decisions: ``labels`` per row, ``groups`` from :meth:`row_groups`."""
-        hour, approve = hour_of(when), self.approve
-        for attribute, row_groups in zip(self.attributes, groups, strict=True):
-            if len(row_groups) != len(labels):
+        cells, totals = self._cells(hour_of(when), model)
+        approve = self.approve
+        for keys in groups:
+            if len(keys) != len(labels):
                 continue
-            for group, label in zip(row_groups, labels, strict=True):
-                cell, total = self._cells(hour, model, attribute.name, group)
-                approved = int(label == approve)
+            for key, label in zip(keys, labels, strict=True):
+                cell = cells.get(key)
+                if cell is None:
+                    cell = cells[key] = [0] * 8
+                total = totals.get(key)
+                if total is None:
+                    total = totals[key] = [0] * 8
+                approved = label == approve
                 cell[0] += 1
-                cell[1] += approved
                 total[0] += 1
-                total[1] += approved
+                if approved:
+                    cell[1] += 1
+                    total[1] += 1
 
-    def add_truth(self, when: float, groups: list[list[str]],
+    def add_truth(self, when: float, groups: list[list[tuple[str, str]]],
                   labels_by_model: Mapping[str, list[Any]], truth: list[Any]) -> None:
         """A decision's true outcome per row, scored against each model's labels."""
         hour = hour_of(when)
         for model, labels in labels_by_model.items():
             if len(labels) != len(truth):
                 continue
-            for attribute, row_groups in zip(self.attributes, groups, strict=True):
-                if len(row_groups) != len(truth):
+            cells, totals = self._cells(hour, model)
+            for keys in groups:
+                if len(keys) != len(truth):
                     continue
-                for group, label, outcome in zip(row_groups, labels, truth, strict=True):
-                    cell, total = self._cells(hour, model, attribute.name, group)
+                for key, label, outcome in zip(keys, labels, truth, strict=True):
+                    cell = cells.get(key)
+                    if cell is None:
+                        cell = cells[key] = [0] * 8
+                    total = totals.get(key)
+                    if total is None:
+                        total = totals[key] = [0] * 8
                     _score(cell, label, outcome, self.approve)
                     _score(total, label, outcome, self.approve)
 
@@ -140,39 +155,46 @@ class Tally:
         """Forget the hours before ``before`` (Unix seconds), totals included."""
         first = hour_of(before)
         for hour in [h for h in self.hours if h < first]:
-            for key, cell in self.hours.pop(hour).items():
-                total = self.totals[key]
-                for i, value in enumerate(cell):
-                    total[i] -= value
+            for model, cells in self.hours.pop(hour).items():
+                totals = self.totals[model]
+                for key, cell in cells.items():
+                    total = totals[key]
+                    for i, value in enumerate(cell):
+                        total[i] -= value
 
     # -- reading -----------------------------------------------------------------
     def models(self) -> list[str]:
         """Every model counted, sorted."""
-        return sorted({key[0] for key in self.totals})
+        return sorted(self.totals)
 
     def total(self, key: Key) -> Counts:
         """The totals of one (model, attribute, group) (zeros when never counted). Safe
         to call from another thread while the loop adds."""
-        cell = self.totals.get(key)
+        cell = self.totals.get(key[0], {}).get((key[1], key[2]))
         return Counts.of(list(cell)) if cell is not None else Counts()
+
+    def all_counts(self) -> dict[Key, Counts]:
+        """Every (model, attribute, group) with its totals."""
+        return {(model, *key): Counts.of(cell)
+                for model, cells in self.totals.items() for key, cell in cells.items()}
 
     def buckets(self, window: str, zone: ZoneInfo) -> dict[str, dict[Key, Counts]]:
         """Counts per bucket of ``window`` (``all``, ``hour``, ``day``, ``day_of_week``),
         oldest bucket first: ``all`` -> {"all": ...}; hours as ``YYYY-MM-DDTHH:00Z``;
         days as ``YYYY-MM-DD`` and weekdays as ``monday``... in ``zone``."""
         if window == "all":
-            return {"all": {k: Counts.of(v) for k, v in self.totals.items()}}
+            return {"all": self.all_counts()}
         sums: dict[str, dict[Key, list[int]]] = {}
         for hour in sorted(self.hours):
-            label = bucket_label(window, hour, zone)
-            into = sums.setdefault(label, {})
-            for key, cell in self.hours[hour].items():
-                acc = into.get(key)
-                if acc is None:
-                    into[key] = list(cell)
-                else:
-                    for i, value in enumerate(cell):
-                        acc[i] += value
+            into = sums.setdefault(bucket_label(window, hour, zone), {})
+            for model, cells in self.hours[hour].items():
+                for key, cell in cells.items():
+                    acc = into.get((model, *key))
+                    if acc is None:
+                        into[(model, *key)] = list(cell)
+                    else:
+                        for i, value in enumerate(cell):
+                            acc[i] += value
         if window == "day_of_week":
             sums = {day: sums[day] for day in _WEEKDAYS if day in sums}
         return {label: {k: Counts.of(v) for k, v in cells.items()}
