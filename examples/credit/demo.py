@@ -5,7 +5,8 @@ Starts three model pods and the gateway with ``arbiter up`` (config from
 held-out applicants through the bandit, champion-challenger and shadow deployments with
 tritonclient (alternately REST and gRPC), sends each applicant's true outcome as
 delayed feedback by decision id, then prints and writes under ``--out``:
-``report.json`` and ``traffic_share.png``.
+``report.json``, ``traffic_share.png`` and, from the store with ``arbiter report``,
+``fairness/`` (approval and error rate per group over time, per model).
 
 Usage: ``python -m examples.credit.demo [--out out] [--passes 5] [--applicants 200]``
 """
@@ -70,6 +71,8 @@ def write_run_files(models: Path, run_dir: Path) -> tuple[Path, dict[str, int]]:
     for deployment in gateway["deployments"].values():
         if "input_schema" in deployment:
             deployment["input_schema"] = str(models / "input_schema.json")
+        if "monitoring" in deployment:
+            deployment["monitoring"]["encoding"] = str(models / "encoding.json")
     gateway["store"]["path"] = str(run_dir / "arbiter.sqlite")
     for stale in run_dir.glob("arbiter.sqlite*"):
         stale.unlink()
@@ -240,7 +243,29 @@ def _percentiles(values: list[float]) -> dict[str, float | int]:
             "p99_ms": float(np.percentile(values, 99))}
 
 
-def build_report(replay: Replay, states: dict, records: list[dict]) -> dict:
+def fairness_summary(doc: dict) -> dict:
+    """``GET /v2/deployments/{d}/fairness?window=all`` as ``model -> attribute -> group
+    -> {decisions, approval_rate, accuracy, tpr, fpr, ...}``, beside each attribute's
+    ``disparate_impact``: its lowest ratio over the groups (value, interval, group,
+    reference) and every group's."""
+    buckets = doc["buckets"]
+    out: dict = {}
+    for model, attributes in (buckets[-1]["models"] if buckets else {}).items():
+        for attribute, figures in attributes.items():
+            by_group = {g: f["disparate_impact"] for g, f in figures["fairness"].items()
+                        if f["disparate_impact"]["value"] is not None}
+            lowest = min(by_group, key=lambda g: by_group[g]["value"], default=None)
+            out.setdefault(model, {})[attribute] = {
+                **figures["groups"],
+                "disparate_impact": {
+                    **(by_group[lowest] if lowest else {"value": None}), "group": lowest,
+                    "reference": figures["reference"], "by_group": by_group},
+            }
+    return out
+
+
+def build_report(replay: Replay, states: dict, records: list[dict],
+                 fairness: dict | None = None) -> dict:
     """The demo's figures, from what the client saw and the gateway's state."""
     bandit = states["credit"]["router"]
     explanations = collections.Counter(
@@ -264,7 +289,10 @@ def build_report(replay: Replay, states: dict, records: list[dict]) -> dict:
                 for m, v in states["credit-cc"]["router"]["arms"].items()
             },
             "promotions": states["credit-cc"]["router"].get("promotions", []),
+            "refusals": states["credit-cc"]["router"].get("refusals", []),
         },
+        "fairness": {d: fairness_summary(doc) for d, doc in (fairness or {}).items()},
+        "fairness_alerts": {d: doc["alerts"] for d, doc in (fairness or {}).items()},
         "shadow_agreement": states["credit-shadow"]["shadow_agreement"],
         "refused_applicant": _refused_example(records),
         "explanations": dict(explanations),
@@ -317,7 +345,13 @@ def _print(report: dict) -> None:
         ev = promo.get("evidence", {})
         print(f"  {promo['previous']} -> {promo['champion']} ({promo['reason']}), "
               f"P(better) = {ev.get('probability', float('nan')):.3f}")
+    for refusal in cc.get("refusals", []):
+        sex = refusal["evidence"]["attributes"]
+        print(f"  {refusal['challenger']} not promoted over {refusal['champion']} "
+              f"(P(better) = {refusal['probability']:.3f}): fairness guardrail, "
+              + "; ".join(f"{a}: {_why(v)}" for a, v in sex.items() if not v["allowed"]))
     print("shadow agreement with lr:", json.dumps(report["shadow_agreement"]))
+    _print_fairness(report)
     refused = report["refused_applicant"]
     if refused:
         exp = refused["explanation"]
@@ -336,6 +370,39 @@ def _print(report: dict) -> None:
                   f" over {lat['count']} requests")
 
 
+def _why(verdict: dict) -> str:
+    if "worse_by" not in verdict:
+        return verdict.get("reason", "refused")
+    champion, challenger = verdict["champion"], verdict["challenger"]
+    return (f"worst group {challenger['worst_group']} at {challenger['distance']:.2f} of "
+            f"parity against {champion['distance']:.2f} for the champion")
+
+
+def _print_fairness(report: dict) -> None:
+    """Approval rate and accuracy per group, per model: one line per attribute."""
+    for deployment, models in report.get("fairness", {}).items():
+        print(f"fairness on {deployment} (approved / accuracy / rows per group; lowest "
+              "disparate impact against the reference):")
+        for model, attributes in models.items():
+            for attribute, figures in attributes.items():
+                di = figures["disparate_impact"]
+                cells = [f"{g} {_pct(f['approval_rate'])} / {_pct(f['accuracy'])} / "
+                         f"{f['decisions']}" for g, f in figures.items()
+                         if g != "disparate_impact"]
+                lowest = "" if di["value"] is None else (
+                    f"; DI {di['value']:.2f} [{di['ci_low']:.2f}, {di['ci_high']:.2f}] "
+                    f"{di['group']} vs {di['reference']}")
+                print(f"  {model:4} {attribute}: " + ", ".join(cells) + lowest)
+        for alert in report.get("fairness_alerts", {}).get(deployment, []):
+            print(f"  ALERT {alert['model']} {alert['attribute']}={alert['group']} "
+                  f"({alert['window']}): {alert['metric']} {alert['value']:.2f} "
+                  f"[{alert['ci_low']:.2f}, {alert['ci_high']:.2f}]")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def replay_always(store: Path, deployment: str, model: str) -> dict:
     """Off-policy estimates of "always ``model``" from the demo's logged decisions
     (``arbiter replay``'s estimators), beside the model's true accuracy on the same
@@ -352,6 +419,19 @@ def replay_always(store: Path, deployment: str, model: str) -> dict:
             "ess": result["ess"], "estimators": result["estimators"],
             "true_accuracy": float(np.mean(truth)) if truth else None,
             "warnings": result["warnings"]}
+
+
+def fairness_charts(store: Path, deployment: str, out: Path) -> None:
+    """``arbiter report`` on the demo's store: fairness.json and one chart per attribute
+    (its printed summary is dropped: the demo has printed the figures already)."""
+    import contextlib
+    import io
+
+    from gateway.fairness_report import run_report
+    from gateway.replay import store_spec
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_report(store_spec(str(store)), deployment, out)
 
 
 def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
@@ -385,7 +465,9 @@ def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
         cc = [d for d in replay.decisions if d["deployment"] == "credit-cc"]
         records = _wait_explanations(base, cc, timeout_s=120)
         states = {d: _http("GET", f"{base}/v2/deployments/{d}") for d in DEPLOYMENTS}
-        report = build_report(replay, states, records)
+        fairness = {d: _http("GET", f"{base}/v2/deployments/{d}/fairness?window=all")
+                    for d in DEPLOYMENTS}
+        report = build_report(replay, states, records, fairness)
     finally:
         code = up.stop()
     report["arbiter_up_exit_code"] = code
@@ -393,7 +475,9 @@ def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     _chart(report, out / "traffic_share.png")
     _print(report)
-    print(f"\nwrote {out / 'report.json'} and {out / 'traffic_share.png'}")
+    fairness_charts(out / "run" / "arbiter.sqlite", "credit-cc", out / "fairness")
+    print(f"\nwrote {out / 'report.json'}, {out / 'traffic_share.png'} and "
+          f"{out / 'fairness'}/fairness_*.png")
     return report
 
 

@@ -119,6 +119,8 @@ def test_input_schema_admits_the_data_and_names_what_it_refuses(credit_models, t
     here = DATA_CSV.parents[1]
     (tmp_path / "models").mkdir()
     shutil.copy(credit_models["input_schema"], tmp_path / "models" / "input_schema.json")
+    shutil.copy(credit_models["input_schema"].parent / "encoding.json",  # for monitoring
+                tmp_path / "models" / "encoding.json")
     shutil.copy(here / "gateway.yaml", tmp_path / "gateway.yaml")
     config = load_config(tmp_path / "gateway.yaml")
     assert {name: d.input_schema == InputSchemaSpec.model_validate(spec)

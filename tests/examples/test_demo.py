@@ -52,6 +52,36 @@ def test_short_replay_report_matches_the_decision_log(tmp_path: Path) -> None:
     dr = replay["estimators"]["dr"]
     assert dr["ci_low"] <= replay["true_accuracy"] <= dr["ci_high"]
     assert {"ips", "snips", "dr"} <= set(replay["estimators"])
+    _check_fairness(report, docs)
+    for attribute in ("sex", "age", "foreign_worker"):
+        assert (tmp_path / "out" / "fairness" / f"fairness_{attribute}.png").stat().st_size \
+            > 20_000
+
+
+def _check_fairness(report: dict, docs: list[dict]) -> None:
+    """report.json's fairness.<deployment>.<model>.<attribute>.<group> equal what the
+    stored decisions hold: rows per group, approvals and accuracy of each model."""
+    for deployment in demo.DEPLOYMENTS:
+        stored = [d for d in docs if d["deployment"] == deployment]
+        by_model: dict[str, dict[str, list[tuple[int, int]]]] = collections.defaultdict(
+            lambda: collections.defaultdict(list))
+        for d in stored:
+            female = d["inputs"]["input"]["data"][8] == 0  # personal_status_and_sex
+            for model, outputs in d["outputs"].items():
+                by_model[model]["female" if female else "male"].append(
+                    (outputs["label"]["data"][0], d["feedback"]["truth"][0]))
+        figures = report["fairness"][deployment]
+        assert set(figures) == set(by_model)
+        for model, groups in by_model.items():
+            sex = figures[model]["sex"]
+            for group, pairs in groups.items():
+                labels, truth = np.array(pairs).T
+                assert sex[group]["decisions"] == len(pairs)
+                assert sex[group]["approval_rate"] == pytest.approx(np.mean(labels == 1))
+                assert sex[group]["accuracy"] == pytest.approx(np.mean(labels == truth))
+            assert sex["disparate_impact"]["reference"] == "male"
+            for attribute in ("age", "foreign_worker"):
+                assert "disparate_impact" in figures[model][attribute]
 
 
 def _stored_decisions(path: Path) -> list[dict]:
