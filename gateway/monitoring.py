@@ -113,6 +113,12 @@ class FairnessMonitor:
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Record the spec in the store, rebuild the figures, start the loop."""
+        if self.store.spec.inputs != "store" and any(a.column is not None
+                                                     for a in self.attributes):
+            log.warning("%s: store.inputs is %r, so decisions are stored without their "
+                        "features: figures of column attributes are incomplete (a rebuild "
+                        "from the store cannot tell their groups)", self.deployment,
+                        self.store.spec.inputs)
         doc = resolved(self.spec).model_dump(mode="json")
         if self.store.state.get_value(self.deployment, MONITORING_VALUE) != doc:
             await self.store.put_value(self.deployment, MONITORING_VALUE, doc)

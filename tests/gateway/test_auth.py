@@ -186,6 +186,8 @@ REST_CASES = [
     Rest("gateway", "GET", "/v2/deployments", "/v2/deployments", DECISIONS_READ),
     Rest("gateway", "GET", "/v2/deployments/{deployment}", "/v2/deployments/cc",
          DECISIONS_READ),
+    Rest("gateway", "GET", "/v2/deployments/{deployment}/fairness",
+         "/v2/deployments/cc/fairness", DECISIONS_READ, ok=404),  # cc has no monitoring
     Rest("gateway", "POST", "/v2/deployments/{deployment}/promote",
          "/v2/deployments/cc/promote", ADMIN, {"model": "b"}),
     *[Rest("gateway", "POST", f"{prefix}/api/{version}/predictions",
