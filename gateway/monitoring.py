@@ -11,8 +11,9 @@ Figures survive restarts and agree across processes and replicas because the sto
 their source: at start, and every ``refresh_s``, the monitor rebuilds its counts from
 the deployment's stored decisions (every process's), then adds back what this process
 saw that the read could not hold yet (decisions younger than the time their shadows and
-write-behind take to settle, and feedback committed while it read). A corrected
-feedback is taken at the next rebuild (at once: the correction asks for one).
+write-behind take to settle, and feedback committed while it read). A corrected truth
+replaces the one counted when this process counted it since the last rebuild; any
+other correction asks for a rebuild at once.
 
 Alerts fire only when the whole confidence interval lies past the threshold, so a group
 too small to tell raises no alarm; each change is logged with the deployment, model,
@@ -143,7 +144,7 @@ class FairnessMonitor:
             try:
                 if self._refresh.is_set() or (refresh_s and time.monotonic() >= next_refresh):
                     self._refresh.clear()
-                    await self.rebuild()
+                    await self.rebuild(settle=bool(refresh_s))  # no journal: read all
                     next_refresh = time.monotonic() + refresh_s
                 self.evaluate()
             except Exception:
@@ -173,9 +174,10 @@ class FairnessMonitor:
 
     def observe_feedback(self, decision: Decision, feedback: Mapping[str, Any],
                          correction: bool) -> None:
-        """A committed feedback; a truth scores every model the decision recorded."""
+        """A committed feedback; a truth scores every model the decision recorded (a
+        correction replaces the truth this process counted, or asks for a rebuild)."""
         if correction:
-            self.request_refresh()
+            self._correct(decision, feedback)
             return
         truth = feedback.get("truth")
         if truth is None or decision.status != "ok":
@@ -191,6 +193,21 @@ class FairnessMonitor:
                               feedback_time=float(feedback.get("time", 0.0))))
         except Exception:
             log.exception("%s: counting feedback of %s failed", self.deployment, decision.id)
+
+    def _correct(self, decision: Decision, feedback: Mapping[str, Any]) -> None:
+        """Replace the truth of a decision whose feedback this process counted since the
+        last rebuild; any other correction is read from the store by a rebuild."""
+        truth = feedback.get("truth")
+        old = next((e for e in reversed(self._journal)
+                    if e.decision_id == decision.id and e.truth is not None), None)
+        if old is None or truth is None or not self.spec.refresh_s:
+            self.request_refresh()
+            return
+        labels, values = old.labels_by_model or {}, flat_values(truth)
+        self.tally.add_truth(old.when, old.groups, labels, old.truth or [], sign=-1)
+        self.tally.add_truth(old.when, old.groups, labels, values)
+        old.truth, old.arrival = values, self.clock()
+        old.feedback_time = float(feedback.get("time", 0.0))
 
     def _groups(self, decision: Decision) -> list[list[tuple[str, str]]]:
         """The groups of a decision's rows, computed once for its outputs and feedback."""

@@ -110,8 +110,10 @@ class Tally:
                     total[1] += 1
 
     def add_truth(self, when: float, groups: list[list[tuple[str, str]]],
-                  labels_by_model: Mapping[str, list[Any]], truth: list[Any]) -> None:
-        """A decision's true outcome per row, scored against each model's labels."""
+                  labels_by_model: Mapping[str, list[Any]], truth: list[Any],
+                  sign: int = 1) -> None:
+        """A decision's true outcome per row, scored against each model's labels
+        (``sign`` -1 takes a replaced truth back)."""
         hour = hour_of(when)
         for model, labels in labels_by_model.items():
             if len(labels) != len(truth):
@@ -127,8 +129,8 @@ class Tally:
                     total = totals.get(key)
                     if total is None:
                         total = totals[key] = [0] * 8
-                    _score(cell, label, outcome, self.approve)
-                    _score(total, label, outcome, self.approve)
+                    _score(cell, label, outcome, self.approve, sign)
+                    _score(total, label, outcome, self.approve, sign)
 
     def add_decision(self, decision: Any) -> None:
         """A stored decision (``gateway.decisions.Decision``): every model's output and
@@ -214,13 +216,13 @@ def bucket_label(window: str, hour: int, zone: ZoneInfo) -> str:
     raise ValueError(f"unknown window {window!r}")
 
 
-def _score(cell: list[int], label: Any, outcome: Any, approve: Any) -> None:
-    approved = label == approve
-    cell[2] += 1
-    cell[3] += int(label == outcome)
+def _score(cell: list[int], label: Any, outcome: Any, approve: Any, sign: int) -> None:
+    approved = sign if label == approve else 0
+    cell[2] += sign
+    cell[3] += sign if label == outcome else 0
     if outcome == approve:
-        cell[4] += 1
-        cell[5] += int(approved)
+        cell[4] += sign
+        cell[5] += approved
     else:
-        cell[6] += 1
-        cell[7] += int(approved)
+        cell[6] += sign
+        cell[7] += approved

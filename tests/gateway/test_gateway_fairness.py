@@ -203,3 +203,37 @@ def test_figures_survive_a_restart_and_agree_across_processes(
     with GatewayProcess(config) as restarted:
         after = restarted.get("/v2/deployments/cc/fairness")
     assert after["buckets"] == before["buckets"]
+
+
+@pytest.mark.parametrize("refresh_s", [0.0, 30.0])  # rebuilt from the store / replaced live
+def test_a_corrected_truth_replaces_the_one_counted(
+        rule_pods: dict[str, ServerThread], tmp_path: Path, refresh_s: float) -> None:
+    doc = _config_doc(rule_pods, tmp_path / "c.sqlite")
+    doc["deployments"]["cc"] = {
+        "router": {"kind": "champion_challenger", "champion": "fair80",
+                   "challengers": ["fair"]},
+        "monitoring": {**MONITORING, "guardrail": None, "refresh_s": refresh_s}}
+    config = GatewayConfig.model_validate(doc)
+    x, y = fairness_rows(20)  # rows 0 and 10 are women; fair80 errs on row 0 (k = 0)
+    with ServerThread(lambda: build_gateway(config, local_options(), 20)[1]) as gateway:
+        ids = []
+        for i in range(20):
+            status, _, answer = rest_infer(gateway.http_url, "cc", x[i:i + 1])
+            ids.append(answer["parameters"]["decision_id"])
+            http_call("POST", f"{gateway.http_url}/v2/deployments/cc/feedback",
+                      {"decision_id": ids[-1], "truth": [int(y[i])]})
+
+        def women() -> dict:
+            figures = json.loads(http_call(
+                "GET", f"{gateway.http_url}/v2/deployments/cc/fairness")[2])
+            return figures["buckets"][0]["models"]["fair80"]["sex"]["groups"]["female"]
+
+        assert (women()["scored"], women()["accuracy"]) == (2, 0.5)
+        status, _, body = http_call("POST", f"{gateway.http_url}/v2/deployments/cc/feedback",
+                                    {"decision_id": ids[0], "truth": [1 - int(y[0])],
+                                     "correction": True})
+        assert json.loads(body)["status"] == "corrected"
+        deadline = time.monotonic() + 5
+        while women()["accuracy"] != 1.0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (women()["scored"], women()["accuracy"], women()["decisions"]) == (2, 1.0, 2)

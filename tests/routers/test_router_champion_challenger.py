@@ -282,3 +282,25 @@ def test_upper_bound_is_never_below_the_probability(
 ) -> None:
     bx, by = BetaPosterior(*x), BetaPosterior(*y)
     assert prob_greater_upper_bound(bx, by) >= prob_greater(bx, by) - 1e-12
+
+
+def test_guard_refuses_one_challenger_and_the_next_best_is_promoted(
+        request_: InferenceRequest) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def guard(champion: str, challenger: str) -> dict[str, Any]:
+        asked.append((champion, challenger))
+        return {"allowed": challenger != "best", "why": f"{challenger} held"}
+
+    router = ChampionChallengerRouter("cc", "a", ["best", "good"], rule=AUTO,
+                                      rng=random.Random(0), guard=guard)
+    run(router, request_, {"a": 0.6, "best": 0.95, "good": 0.85}, 600, seed=3)
+    assert router.champion == "good"
+    promotion = router.promotions[0]
+    assert promotion["evidence"]["guard"] == {"allowed": True, "why": "good held"}
+    assert ("a", "best") in asked and asked.index(("a", "best")) < asked.index(("a", "good"))
+    refusal = router.refusals["best"]
+    assert (refusal["champion"], refusal["challenger"]) == ("good", "best")
+    assert refusal["evidence"] == {"allowed": False, "why": "best held"}
+    assert refusal["probability"] >= 0.95
+    assert router.snapshot()["refusals"] == [refusal]
