@@ -23,8 +23,9 @@ For each store ``kind`` (memory, sqlite, postgres) and ``decision_writes`` mode:
 PostgreSQL is a throwaway server (``tests/postgres.py``), skipped with a note when its
 binaries are missing. The servers (pod, gateways, PostgreSQL, and this process during
 ``micro``) run pinned to the server core, the load generators to the other core(s)
-(:func:`benchmarks.harness.cores`). Configurations are visited in reverse order on every
-other repeat; every figure is the median of the repeats. Writes
+(:func:`benchmarks.harness.cores`); ``--postgres-core generator`` moves PostgreSQL to
+the generator's core(s), as if it ran on another host. Configurations are visited in
+reverse order on every other repeat; every figure is the median of the repeats. Writes
 ``<results>/store-cost-<stamp>.{json,md}``. Target (reported): under 0.3 ms added p50
 with ``decision_writes: behind``.
 """
@@ -84,6 +85,7 @@ class Options:
     micro: MicroOptions = MicroOptions()
     feedback_concurrency: int = 8
     feedback_decisions: int = 10_000
+    postgres_core: str = "server"
     models: Path | None = None
     install: bool = True
     generator: str = "auto"
@@ -298,7 +300,8 @@ def run(opts: Options) -> dict[str, Any]:
                            "machine": machine(), "fsync_us": fsync_us(work)}
     try:
         with ExitStack() as stack:
-            pg = _Postgres(stack, "postgres" in opts.stores, pin.server)
+            pg_cpus = pin.generator if opts.postgres_core == "generator" else pin.server
+            pg = _Postgres(stack, "postgres" in opts.stores, pg_cpus)
             if pg.problem:
                 broken["postgres"] = pg.problem
                 configs = [c for c in configs if c[0] != "postgres"]
@@ -318,7 +321,8 @@ def run(opts: Options) -> dict[str, Any]:
     doc["method"] = {"pinning": pin.describe(), "duration_s": opts.duration_s,
                      "warmup_s": opts.warmup_s, "repeats": opts.repeats,
                      "concurrency": list(opts.concurrency), "micro": vars_of(opts.micro),
-                     "feedback_concurrency": opts.feedback_concurrency}
+                     "feedback_concurrency": opts.feedback_concurrency,
+                     "postgres_core": opts.postgres_core}
     doc["targets_met"] = _targets(doc["e2e"])
     doc["broken"] = broken
     return doc
@@ -339,7 +343,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Decision store cost ({doc['started']})", "",
              f"{mc['cpu']}, {mc['usable_cores']} cores, Linux {mc['kernel']}, Python "
              f"{mc['python']}, SQLite {mc['sqlite']}, PostgreSQL {mc.get('postgres') or '-'}; "
-             f"fsync of 4 KiB: {doc['fsync_us']:.0f} us (median). {m['pinning']}. Median of "
+             f"fsync of 4 KiB: {doc['fsync_us']:.0f} us (median). {m['pinning']}; PostgreSQL "
+             f"on the {m['postgres_core']} core(s). Median of "
              f"{m['repeats']} repeat(s); 1-minute load average {mc['loadavg_1m']:.2f} at start, "
              f"{mc['loadavg_1m_end']:.2f} at end.", ""]
     if doc["micro"]:
@@ -402,6 +407,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="decisions offered per second for the create latency")
     p.add_argument("--feedback-decisions", type=int, default=10_000,
                    help="decisions made before each feedback window")
+    p.add_argument("--postgres-core", choices=["server", "generator"], default="server",
+                   help="pin PostgreSQL with the servers (default) or with the load "
+                   "generator, as if it ran on another host")
     p.add_argument("--quick", action="store_true",
                    help="1 s windows, 0.5 s warm-up, 1 repeat, c=16")
     p.add_argument("--models", type=Path, default=None, help="credit model directory")
@@ -425,7 +433,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         repeats=args.repeats or (1 if args.quick else 3),
         micro=MicroOptions(seconds=micro_s, rate=args.micro_rate,
                            feedback_pool=max(2_000, int(8_000 * micro_s))),
-        feedback_decisions=args.feedback_decisions, models=args.models,
+        feedback_decisions=args.feedback_decisions, postgres_core=args.postgres_core,
+        models=args.models,
         install=not args.no_install, generator=args.generator, results=args.results,
     )
 
