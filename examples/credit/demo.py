@@ -346,10 +346,10 @@ def _print(report: dict) -> None:
         print(f"  {promo['previous']} -> {promo['champion']} ({promo['reason']}), "
               f"P(better) = {ev.get('probability', float('nan')):.3f}")
     for refusal in cc.get("refusals", []):
-        sex = refusal["evidence"]["attributes"]
+        verdicts = refusal["evidence"]["attributes"]
         print(f"  {refusal['challenger']} not promoted over {refusal['champion']} "
               f"(P(better) = {refusal['probability']:.3f}): fairness guardrail, "
-              + "; ".join(f"{a}: {_why(v)}" for a, v in sex.items() if not v["allowed"]))
+              + "; ".join(f"{a}: {_why(v)}" for a, v in verdicts.items() if not v["allowed"]))
     print("shadow agreement with lr:", json.dumps(report["shadow_agreement"]))
     _print_fairness(report)
     refused = report["refused_applicant"]
