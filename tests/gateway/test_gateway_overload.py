@@ -9,23 +9,23 @@ HTTP asks them to: after a 429 or 503 each waits the ``Retry-After`` seconds (wi
 jitter, 0.5 to 1.5 times, so refusals do not return as one herd). Admitted requests'
 p99 is at most 1 s, refusals come within 50 ms (p99), every refusal is a 429 or 503 with
 ``Retry-After``, none waited out ``queue_timeout_ms``, and the gateway's RSS grows by at
-most 50 MB."""
+most 50 MB. The clients run in their own process (tests/gateway/overload_client.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import psutil
 import pytest
 import yaml
 
 from tests.fakes import http_call
+from tests.gateway.overload_client import BODY, QUEUE_TIMEOUT
 from tests.gateway.processes import ROOT, GatewayProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -33,17 +33,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CLIENTS = 1024
 SECONDS = 15.0
 MODEL_DELAY_S = 0.1
-BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20],
-                               "data": [0.5] * 20}]}).encode()
 
 
 class Pod:
     """``arbiter serve-model`` of the slow fake model, in its own process."""
 
     def __init__(self, tmp_path: Path) -> None:
-        import subprocess
-        import sys
-
         (tmp_path / "delay.txt").write_text(str(MODEL_DELAY_S))
         self.port = free_port()
         self.log = (tmp_path / "pod.log").open("wb")
@@ -69,35 +64,13 @@ class Pod:
         self.log.close()
 
 
-async def _client(session: aiohttp.ClientSession, url: str, deadline: float,
-                  results: list[tuple[float, int, str | None]]) -> None:
-    await asyncio.sleep(random.uniform(0.0, 1.0))  # clients arrive over the first second
-    while time.monotonic() < deadline:
-        start = time.monotonic()
-        retry_after = None
-        try:
-            async with session.post(url, data=BODY,
-                                    headers={"Content-Type": "application/json"}) as reply:
-                body = await reply.read()
-                status, retry_after = reply.status, reply.headers.get("Retry-After")
-                if status == 429 and b"queue_timeout_ms" in body:
-                    status = 4290  # refused after waiting: counted apart
-        except (aiohttp.ClientError, TimeoutError):
-            status = 0
-        results.append((time.monotonic() - start, status, retry_after))
-        if status in (429, 503, 4290):  # back off as asked, with jitter (no herd)
-            await asyncio.sleep(float(retry_after or 1) * random.uniform(0.5, 1.5))
-
-
-async def _load(url: str) -> list[tuple[float, int, str | None]]:
-    results: list[tuple[float, int, str | None]] = []
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        deadline = time.monotonic() + SECONDS
-        await asyncio.gather(*(_client(session, url, deadline, results)
-                               for _ in range(CLIENTS)))
-    return results
+def _load(url: str) -> list[tuple[float, int, str | None]]:
+    """The clients' results, from the load generator in its own fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.gateway.overload_client", url, str(CLIENTS),
+         str(SECONDS)], cwd=ROOT, capture_output=True, text=True, timeout=SECONDS + 120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [(t, status, retry) for t, status, retry in json.loads(done.stdout)]
 
 
 def test_overload_is_shed_at_once_and_admitted_requests_keep_their_latency(
@@ -119,7 +92,7 @@ def test_overload_is_shed_at_once_and_admitted_requests_keep_their_latency(
             assert http_call("POST", url, BODY)[0] == 200
         process = psutil.Process(gateway.proc.pid)
         rss_before = process.memory_info().rss
-        results = asyncio.run(_load(url))
+        results = _load(url)
         rss_after = process.memory_info().rss
         metrics = gateway.get_text("/metrics")
     finally:
@@ -127,8 +100,8 @@ def test_overload_is_shed_at_once_and_admitted_requests_keep_their_latency(
         pod.stop()
     admitted = np.array([t for t, status, _ in results if status == 200])
     shed = [(t, status, retry) for t, status, retry in results if status in (429, 503)]
-    timed_out = [t for t, status, _ in results if status == 4290]
-    other = sorted({status for _, status, _ in results} - {200, 429, 503, 4290})
+    timed_out = [t for t, status, _ in results if status == QUEUE_TIMEOUT]
+    other = sorted({status for _, status, _ in results} - {200, 429, 503, QUEUE_TIMEOUT})
     shed_times = np.array([t for t, _, _ in shed])
     report = {
         "requests": len(results), "admitted": len(admitted), "shed": len(shed),
@@ -149,9 +122,7 @@ def test_overload_is_shed_at_once_and_admitted_requests_keep_their_latency(
     assert not other and not timed_out, report
     assert len(admitted) > 1500 and len(shed) > 5000, report  # overloaded throughout
     assert report["admitted_p99_ms"] <= 1000, report
-    # p95 within 50 ms; p99 within 250 ms: in the full suite the load generator shares
-    # its process and both cores with the rest of the tests (alone it measures 9-42 ms)
-    assert report["shed_p95_ms"] <= 50 and report["shed_p99_ms"] <= 250, report
+    assert report["shed_p99_ms"] <= 50, report
     assert all(retry == "1" for _, _, retry in shed), "a refusal without Retry-After"
     assert report["rss_growth_mb"] <= 50, report
     assert "arbiter_shed_requests_total" in metrics
