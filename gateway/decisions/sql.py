@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import StoreSpec
+from gateway.decisions import explanation_jobs as jobs
 from gateway.decisions.dialect import Dialect, StoreError, Tx
 from gateway.decisions.operations import (
     correct_feedback,
@@ -117,6 +118,7 @@ class SQLDecisionStore(DecisionStore):
         self._thread.start()
         await ready
         await self._call(create_schema, self.dialect)
+        await self._call(jobs.create_jobs_schema)
         if not self.dialect.reads_through_writer:
             self._readers = ThreadPoolExecutor(2, thread_name_prefix="arbiter-store-reader")
             self._reader = self.dialect.reader()
@@ -232,6 +234,7 @@ class SQLDecisionStore(DecisionStore):
     async def purge(self, before: float) -> int:
         """See :meth:`DecisionStore.purge`."""
         purged = await self._call(purge_before, before)
+        await self._call(jobs.purge_jobs, before)
         for decision_id in [i for i, d in self._recent.items() if d.time < before]:
             del self._recent[decision_id]
         return purged
@@ -424,6 +427,55 @@ class SQLDecisionStore(DecisionStore):
             tx.run("RELEASE SAVEPOINT op")
         tx.run("COMMIT")
         return results
+
+    # -- explanation jobs (gateway.decisions.explanation_jobs) -------------------------
+    def queue_explanation_job(self, job: jobs.ExplanationJob, owner: str | None,
+                              lease_until: float) -> asyncio.Future:
+        """Queue ``job`` (leased to ``owner`` until ``lease_until``, Unix seconds; 0:
+        free) on the writer; queued just before its decision, it commits with it or
+        before it. Never awaits."""
+        return self._submit(jobs.insert_job, (job, owner, lease_until), behind=True)
+
+    async def request_explanation_job(self, job: jobs.ExplanationJob, owner: str | None,
+                                      lease_until: float) -> str:
+        """Queue ``job`` unless the explanation is final or owed (committed before
+        returning): ``queued``, ``pending`` or ``final``."""
+        return await self._call(jobs.request_job, job, owner, lease_until)
+
+    async def claim_explanation_jobs(self, deployment: str, owner: str, lease_s: float,
+                                     limit: int) -> list[jobs.ExplanationJob]:
+        """Lease up to ``limit`` free or expired jobs of ``deployment`` to ``owner``."""
+        return await self._call(jobs.claim_jobs, deployment, owner, time.time(), lease_s, limit)
+
+    async def renew_explanation_leases(self, owner: str, until: float) -> int:
+        """Extend ``owner``'s leases to ``until`` (Unix seconds)."""
+        return await self._call(jobs.renew_leases, owner, until)
+
+    def finish_explanation_job(self, decision_id: str, document: dict[str, Any]) -> asyncio.Future:
+        """Record a final explanation and delete its job, in one transaction (queued)."""
+        recent = self._recent.get(decision_id)
+        if recent is not None:
+            recent.explanation = document
+        return self._submit(jobs.finish_job, (decision_id, dumps(document)), behind=True)
+
+    async def release_explanation_jobs(self, owner: str, decision_ids: list[str] | None = None,
+                                       retry_at: float = 0.0, refund: bool = False) -> int:
+        """Give up ``owner``'s leases; see :func:`explanation_jobs.release_jobs`."""
+        return await self._call(jobs.release_jobs, owner, decision_ids, retry_at, refund)
+
+    async def explanation_state(self, decision_id: str) -> jobs.JobState:
+        """The stored explanation and the job owed of a decision (writes queued by this
+        process committed first)."""
+        await self._flush()
+        return await self._read(jobs.job_state, decision_id)
+
+    async def explanation_backlog(self) -> dict[str, tuple[int, float]]:
+        """Deployment -> (jobs owed, decision time of the oldest, Unix seconds)."""
+        return await self._read(jobs.backlog)
+
+    async def claimable_explanation_jobs(self, deployment: str) -> int:
+        """How many jobs of ``deployment`` no live lease holds (a read)."""
+        return await self._read(jobs.claimable, deployment, time.time())
 
 
 def _settle_one(future: asyncio.Future, value: Any, exc: BaseException | None) -> None:
