@@ -9,6 +9,8 @@ verb      path                                         what
 POST      /v2/deployments/{deployment}/feedback        ``{"decision_id", "reward"|"truth"
                                                        [, "correction": true]}`` or a list
 GET       /v2/decisions/{decision_id}                  the decision record
+GET       /v2/decisions/{decision_id}/explanation      its explanation: 200 once final, 202
+                                                       while owed (queued on demand)
 GET       /v2/deployments                              every deployment's state
 GET       /v2/deployments/{deployment}                 router state, shadow agreement
 GET       /v2/deployments/{deployment}/fairness        ``?window=all|hour|day|day_of_week
@@ -72,6 +74,7 @@ log = logging.getLogger("arbiter.gateway")
 REST_SCOPES = {
     ("POST", "/v2/deployments/{deployment}/feedback"): FEEDBACK,
     ("GET", "/v2/decisions/{decision_id}"): DECISIONS_READ,
+    ("GET", "/v2/decisions/{decision_id}/explanation"): DECISIONS_READ,
     ("GET", "/v2/deployments"): DECISIONS_READ,
     ("GET", "/v2/deployments/{deployment}"): DECISIONS_READ,
     ("GET", "/v2/deployments/{deployment}/fairness"): DECISIONS_READ,
@@ -268,6 +271,10 @@ def _routes(gateway: Gateway):
         record = await gateway.store.get(request.match_info["decision_id"])
         return json_response(record)
 
+    async def explanation(request: web.Request) -> web.Response:
+        status, doc = await gateway.explain.explanation(request.match_info["decision_id"])
+        return json_response(doc, status, {"Retry-After": "1"} if status == 202 else None)
+
     async def deployments(request: web.Request) -> web.Response:
         admin = is_admin(request)
         return json_response({n: _state(d, admin) for n, d in gateway.deployments.items()})
@@ -287,6 +294,7 @@ def _routes(gateway: Gateway):
     def add(app: web.Application) -> None:
         app.router.add_post("/v2/deployments/{deployment}/feedback", feedback)
         app.router.add_get("/v2/decisions/{decision_id}", decision)
+        app.router.add_get("/v2/decisions/{decision_id}/explanation", explanation)
         app.router.add_get("/v2/deployments", deployments)
         app.router.add_get("/v2/deployments/{deployment}", deployment)
         app.router.add_get("/v2/deployments/{deployment}/fairness", fairness)

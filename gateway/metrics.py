@@ -74,12 +74,37 @@ class GatewayMetrics:
             "lose at most).", registry=r,
         )
         self.explanations = Counter(
-            "arbiter_explanations", "Explanations by deployment and status "
-            "(done, skipped, failed).", ["deployment", "status"], registry=r,
+            "arbiter_explanations", "Explanations recorded by this process, per deployment "
+            "and status: done, failed (final, after the retries) and skipped (shed or "
+            "sampled out; see arbiter_explanations_shed_total).", ["deployment", "status"],
+            registry=r,
         )
         self.explanation_queue = Gauge(
-            "arbiter_explanation_queue_depth", "Explanations waiting or running.",
+            "arbiter_explanation_queue_depth",
+            "Explanations running or queued in this process's explainer pool.",
             ["deployment"], registry=r,
+        )
+        self.explanation_backlog = Gauge(
+            "arbiter_explanation_backlog",
+            "Explanations owed in the decision store (adverse or requested decisions not "
+            "yet explained), over every process sharing the store: aggregate with max.",
+            ["deployment"], registry=r,
+        )
+        self.explanation_oldest_age = Gauge(
+            "arbiter_explanation_oldest_pending_age_seconds",
+            "Age in seconds of the oldest decision whose explanation is owed in the store "
+            "(0 when none is).", ["deployment"], registry=r,
+        )
+        self.explanations_shed = Counter(
+            "arbiter_explanations_shed",
+            "Non-adverse decisions left unexplained: not_sampled (explain.when: sample), "
+            "queue_full (no room, or adverse ones waiting), not_started (no explainer yet). "
+            "Adverse decisions are never shed.", ["deployment", "reason"], registry=r,
+        )
+        self.explanation_retries = Counter(
+            "arbiter_explanation_retries",
+            "Stored explanation jobs given back for another attempt, per failure reason.",
+            ["deployment", "reason"], registry=r,
         )
         self.explanation_duration = Histogram(
             "arbiter_explanation_duration_seconds", "Explanation latency in seconds.",

@@ -183,6 +183,8 @@ REST_CASES = [
          "/v2/deployments/credit/feedback", FEEDBACK, _feedback_body),
     Rest("gateway", "GET", "/v2/decisions/{decision_id}", "/v2/decisions/{id}",
          DECISIONS_READ),
+    Rest("gateway", "GET", "/v2/decisions/{decision_id}/explanation",
+         "/v2/decisions/{id}/explanation", DECISIONS_READ, ok=404),  # credit explains nothing
     Rest("gateway", "GET", "/v2/deployments", "/v2/deployments", DECISIONS_READ),
     Rest("gateway", "GET", "/v2/deployments/{deployment}", "/v2/deployments/cc",
          DECISIONS_READ),
