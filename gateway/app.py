@@ -21,6 +21,9 @@ POST      /v2/deployments/{deployment}/promote         ``{"model": key}`` (champ
 gRPC: ``arbiter.DecisionService`` (``Feedback``, ``GetDecision``), beside
 ``inference.GRPCInferenceService``.
 
+With ``console: {enabled: true}``, the read-only web console at ``/console``
+(``gateway/console``).
+
 With ``auth:`` every route needs a bearer token of its scope (:data:`REST_SCOPES`,
 :data:`GRPC_SCOPES`, and the stack's own in ``protos/server/auth.py``); only ``admin``
 callers see the pods' URLs in deployment state. With a feedback secret each decision
@@ -44,6 +47,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.breaker import build_health
 from gateway.config import ConfigError, GatewayConfig, load_config, router_models
+from gateway.console import add_console
 from gateway.decisions import StoreMetrics, build_store
 from gateway.deployment import Deployment
 from gateway.explaining import ExplainHub
@@ -261,7 +265,7 @@ def check_contract(deployment: Deployment) -> None:
                 )
 
 
-def _routes(gateway: Gateway):
+def _routes(gateway: Gateway, auth: AuthPolicy | None = None):
     async def feedback(request: web.Request) -> web.Response:
         body = rest.body_json(await request.read())
         results = await gateway.feedback(request.match_info["deployment"], body)
@@ -300,6 +304,8 @@ def _routes(gateway: Gateway):
         app.router.add_get("/v2/deployments/{deployment}/fairness", fairness)
         app.router.add_post("/v2/deployments/{deployment}/promote", promote)
         add_seldon_routes(app, gateway)
+        if gateway.config.console.enabled:
+            add_console(app, gateway, auth)
 
     return add
 
@@ -364,7 +370,7 @@ def build_gateway(
 
     server = Server(
         gateway.registry, options, metrics_registry=gateway.metrics_registry,
-        extra_routes=_routes(gateway), extra_services=[add_decisions],
+        extra_routes=_routes(gateway, options.auth), extra_services=[add_decisions],
         on_startup=[gateway.start], on_cleanup=[gateway.stop],
     )
     return gateway, server

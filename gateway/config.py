@@ -40,6 +40,7 @@ __all__ = [
     "StoreSpec",
     "AuthSpec",
     "GatewayFeedbackSpec",
+    "ConsoleSpec",
     "DSN_ENV",
     "FEEDBACK_SECRET_ENV",
     "GatewayConfig",
@@ -351,6 +352,18 @@ class GatewayFeedbackSpec(_Spec):
         return self.secret or os.environ.get(FEEDBACK_SECRET_ENV) or None
 
 
+class ConsoleSpec(_Spec):
+    """The read-only web console at ``/console`` (``gateway/console``)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Serve the console: deployments (traffic, posteriors, promotions, "
+        "breakers), decisions (inputs, outputs, feedback, explanation) and fairness. With "
+        "auth it needs a token with decisions:read (Authorization header or the login "
+        "form's cookie).",
+    )
+
+
 class GatewayConfig(_Spec):
     """The whole gateway config file."""
 
@@ -364,6 +377,9 @@ class GatewayConfig(_Spec):
     )
     feedback: GatewayFeedbackSpec = Field(
         default_factory=GatewayFeedbackSpec, description="Feedback tokens.",
+    )
+    console: ConsoleSpec = Field(
+        default_factory=ConsoleSpec, description="The read-only web console.",
     )
     readiness: Literal["all", "any"] = Field(
         default="all",
