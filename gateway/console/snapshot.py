@@ -48,7 +48,7 @@ def _wanted(link: str, decision_pages: int) -> bool:
     if path.startswith(f"{ROOT}/deployments/"):
         return set(query) <= {"window"}
     if path == f"{ROOT}/decisions":
-        return set(query) <= {"deployment"}
+        return set(query) <= {"deployment", "refused"}
     if path.startswith(f"{ROOT}/decisions/"):
         return decision_pages > 0
     return False
