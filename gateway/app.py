@@ -111,6 +111,7 @@ class Gateway:
         self.store = build_store(config.store, StoreMetrics(
             write_errors=self.metrics.decisions_dropped.inc,
             queue_depth=self.metrics.decision_queue.set,
+            health=self.metrics.store_up.set,
         ))
         self.upstreams: dict[str, UpstreamModel] = {
             key: connect(key, ref) for key, ref in config.models.items()
@@ -154,6 +155,7 @@ class Gateway:
         """
         await self.store.open(list(self.deployments))
         self.metrics.decision_queue.set(self.store.pending_writes)
+        self.metrics.store_up.set(self.store.healthy)
         for monitor in self.monitors.values():
             await monitor.start()
         await asyncio.gather(*(u.wait_ready(self.upstream_wait_s) for u in self.upstreams.values()))

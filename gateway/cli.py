@@ -395,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # startup failure: one clear line, non-zero exit
         from pydantic import ValidationError
 
+        from gateway.decisions.dialect import StoreError
+
+        if isinstance(exc, StoreError):  # names the path or host, and the cause
+            log.error("%s", exc)
+            return 1
         if isinstance(exc, ValidationError | ValueError | FileNotFoundError):
             log.error("%s", exc)
             return 2

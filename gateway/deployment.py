@@ -9,6 +9,11 @@ A request carrying an ``Idempotency-Key`` header (gRPC metadata ``idempotency-ke
 that repeats within ``store.idempotency_window_s`` gets the
 original decision back (same id, same outputs) instead of a second decision.
 
+While the decision store cannot be written (an outage: ``gateway.decisions.sql``),
+the deployment is not ready and every request is refused with 503 and Retry-After
+(gRPC UNAVAILABLE) before any model is asked: no decision is answered that the store
+could not record, beyond the decisions already in its bounded write-behind queue.
+
 Around failure: the router chooses among the models whose circuit breaker is closed, a
 connection failure is retried once on another healthy model (``gateway.dispatch``), and
 a routed model that fails (5xx) still leaves a decision, ``status: failed``, optionally
@@ -149,9 +154,11 @@ class Deployment:
         )
 
     def ready(self) -> bool:
-        """Whether every model of the deployment has been reached and one that may
-        answer is healthy (its circuit breaker closed)."""
-        return all(u.ready() for u in self.upstreams.values()) and self.dispatcher.ready()
+        """Whether every model of the deployment has been reached, one that may answer
+        is healthy (its circuit breaker closed), and the decision store can record
+        what it decides (no outage)."""
+        return (self.store.healthy and all(u.ready() for u in self.upstreams.values())
+                and self.dispatcher.ready())
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Check the input's domain, take a place in flight, route ``request``, answer
@@ -160,6 +167,8 @@ class Deployment:
 
         Raises:
             InvalidRequestError: input outside ``input_schema`` (400).
+            StoreUnavailableError: the decision store cannot record the decision (503,
+                before any model is asked; or after, when the outage began meanwhile).
             OverloadedError: no place in flight nor in the queue (429).
             ArbiterError: no healthy model (503), or the routed model's failure (503
                 unreachable, 504 deadline, 500 model error, 400 invalid input, ...);
@@ -167,6 +176,7 @@ class Deployment:
         """
         if self.domain is not None:
             self.domain.check(request)
+        self.store.check_writable()
         await self.admission.acquire()
         try:
             return await self._infer(request)
@@ -455,5 +465,6 @@ class Deployment:
         models = {} if health is None else {
             key: health.breakers[key].as_dict() for key in self.upstreams
             if key in health.breakers}
-        return {"ready": self.dispatcher.ready(), "models": models}
+        return {"ready": self.dispatcher.ready() and self.store.healthy,
+                "store": "up" if self.store.healthy else "down", "models": models}
 

@@ -73,6 +73,11 @@ class GatewayMetrics:
             "Decision-store writes waiting in the write-behind queue (what a crash would "
             "lose at most).", registry=r,
         )
+        self.store_up = Gauge(
+            "arbiter_decision_store_up",
+            "1 while the decision store can be written, 0 during an outage (decisions and "
+            "feedback then get 503 and the gateway is not ready).", registry=r,
+        )
         self.explanations = Counter(
             "arbiter_explanations", "Explanations recorded by this process, per deployment "
             "and status: done, failed (final, after the retries) and skipped (shed or "

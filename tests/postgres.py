@@ -140,6 +140,7 @@ class PostgresServer:
         self.root: Path | None = None
         self._binaries: dict[str, Path] = {}
         self._as_root = os.geteuid() == 0
+        self._paused = False
 
     @property
     def dsn(self) -> str:
@@ -191,11 +192,26 @@ class PostgresServer:
         if self.root is None:
             return
         try:
-            if self.port is not None:
+            if self.port is not None and not self._paused:
                 self._pg_ctl("-m", "fast", "stop")
         finally:
             self.port = None
             self._remove_dirs()
+
+    def pause(self) -> None:
+        """Shut the server down (``pg_ctl stop -m fast``: connections are closed), keeping
+        its cluster and port for :meth:`resume` (an outage, for tests)."""
+        if self.port is None:
+            raise PostgresError("the PostgreSQL server is not started")
+        self._pg_ctl("-m", "fast", "stop")
+        self._paused = True
+
+    def resume(self) -> None:
+        """Start the server again on the same port after :meth:`pause`."""
+        if self.port is None:
+            raise PostgresError("the PostgreSQL server was never started")
+        self._pg_ctl("-o", self._server_options(), "-l", str(self.log_path), "start")
+        self._paused = False
 
     def __enter__(self) -> PostgresServer:
         return self.start()

@@ -7,7 +7,7 @@ Build one from the config's ``store:`` block with :func:`open_store`.
 from __future__ import annotations
 
 from gateway.config import StoreSpec
-from gateway.decisions.dialect import StoreError
+from gateway.decisions.dialect import StoreError, StoreUnavailableError
 from gateway.decisions.record import MAX_RECORDED_ELEMENTS, Decision, tensor_doc
 from gateway.decisions.sql import SQLDecisionStore
 from gateway.decisions.store import DecisionStore, FeedbackRecorded, StoreMetrics
@@ -19,6 +19,7 @@ __all__ = [
     "MAX_RECORDED_ELEMENTS",
     "SQLDecisionStore",
     "StoreError",
+    "StoreUnavailableError",
     "StoreMetrics",
     "build_store",
     "tensor_doc",

@@ -8,11 +8,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Dialect", "Tx", "StoreError"]
+from protos.errors import ArbiterError
+
+__all__ = ["Dialect", "Tx", "StoreError", "StoreUnavailableError"]
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened: unreachable, or its schema is newer than ours."""
+
+
+class StoreUnavailableError(ArbiterError):
+    """The decision store cannot be written now (an outage): 503 with Retry-After over
+    REST, UNAVAILABLE over gRPC. Nothing the request asked for was recorded."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+    retry_after_s = 1
 
 
 class Dialect(ABC):
@@ -21,6 +32,11 @@ class Dialect(ABC):
     name: str
     reads_through_writer: bool = False
     """True when the writer's connection is the only one (SQLite in memory)."""
+
+    @property
+    def where(self) -> str:
+        """Where the database is, for logs and errors (never a password)."""
+        return self.name
 
     @abstractmethod
     def connect(self) -> Any:
@@ -43,7 +59,13 @@ class Dialect(ABC):
 
     @abstractmethod
     def retryable(self, exc: BaseException) -> bool:
-        """Whether a batch that failed with ``exc`` should be run again."""
+        """Whether a batch that failed with ``exc`` should be run again at once (a
+        deadlock, a lock held too long)."""
+
+    @abstractmethod
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database cannot be written at all (down,
+        unreachable, read-only, out of disk): an outage, not this batch's fault."""
 
     def reader(self) -> Callable[[Callable[[Tx], Any]], Any]:
         """A function that runs a read on a connection of its own (called on reader

@@ -29,7 +29,7 @@ from routers.state import CHAMPION, PROMOTIONS, ArmStats, Learning
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema", "decision_row", "dumps",
-    "input_docs", "insert_decision", "insert_feedback", "nothing", "promote_router",
+    "input_docs", "insert_decision", "insert_feedback", "nothing", "probe", "promote_router",
     "purge_before", "put_value", "select_decisions", "state_of_all", "upsert_doc",
 ]
 
@@ -66,6 +66,11 @@ def dumps(value: Any) -> str:
 
 def nothing(tx: Tx) -> None:
     return None
+
+
+def probe(tx: Tx) -> None:
+    """One write that changes nothing: whether the database can be written."""
+    tx.run("UPDATE arbiter_schema SET version = version")
 
 
 def create_schema(tx: Tx, dialect: Dialect) -> None:

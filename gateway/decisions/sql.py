@@ -1,14 +1,8 @@
 """The decision store on SQL: one writer thread with group commit, readers beside it.
 
-Every write is an operation queued to one writer thread per process, which owns one
-connection. It takes every operation waiting (up to 512), runs them in ONE transaction,
-each inside a savepoint (an operation that fails is rolled back alone and its caller
-gets the error), and commits once: concurrent feedbacks share one commit and one
-fsync. Routers whose counts a batch changes are locked first, in sorted order
-(PostgreSQL: transaction-level advisory locks; SQLite: ``BEGIN IMMEDIATE`` serialises
-writers), so replicas never deadlock on arm rows and a promotion's compare-and-set
-sees the latest champion. A deadlock, serialisation failure or lost connection rolls
-the batch back and runs it again (up to 5 tries, with backoff).
+Every write is an operation queued to one writer thread per process
+(``gateway.decisions.writer``), which owns one connection and commits every operation
+waiting in one transaction (group commit; savepoints isolate a failing operation).
 
 Decision writes may stay queued (write-behind, ``decision_writes: behind``): the
 queue is bounded by ``write_queue``; a full queue makes the next decision wait for its
@@ -17,6 +11,17 @@ awaited until committed. Reads run on other threads and connections, so they nev
 wait for the writer (except for the in-memory backend, whose one connection serves
 both).
 
+**Health.** While the database cannot be written (an outage, see the writer), the
+store is unhealthy (:attr:`SQLDecisionStore.healthy`, reported through
+``StoreMetrics.health``): new decisions, feedback, keyed decisions and reads fail at
+once with :class:`~gateway.decisions.dialect.StoreUnavailableError` (503 with
+Retry-After, gRPC UNAVAILABLE), callers waiting for a commit are released with it,
+and the decisions already answered stay queued (at most ``write_queue`` of them, the
+bound of what an answered decision may wait for) until the writer's probes find the
+database again; then the store is healthy by itself. A process that stops during an
+outage drops what it kept after ``CLOSE_GRACE_S`` seconds, each drop counted by
+``StoreMetrics.write_errors``; one killed (SIGKILL, OOM) loses them uncounted.
+
 The SQL is written once, with ``?`` placeholders, and adapted by a :class:`Dialect`.
 """
 
@@ -24,18 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import StoreSpec
 from gateway.decisions import explanation_jobs as jobs
-from gateway.decisions.dialect import Dialect, StoreError, Tx
+from gateway.decisions.dialect import Dialect, StoreError, StoreUnavailableError
 from gateway.decisions.operations import (
     correct_feedback,
     create_schema,
@@ -44,6 +46,7 @@ from gateway.decisions.operations import (
     insert_decision,
     insert_feedback,
     nothing,
+    probe,
     promote_router,
     purge_before,
     put_value,
@@ -54,6 +57,7 @@ from gateway.decisions.operations import (
 from gateway.decisions.record import Decision
 from gateway.decisions.state import CachedState
 from gateway.decisions.store import DecisionStore, FeedbackRecorded, StoreMetrics
+from gateway.decisions.writer import Dropped, Op, Writer
 from protos.errors import DecisionNotFoundError
 from routers.state import Learning
 
@@ -61,22 +65,11 @@ __all__ = ["SQLDecisionStore"]
 
 log = logging.getLogger("arbiter.decisions")
 
-_MAX_BATCH = 512
-_TRIES = 5
 PURGE_INTERVAL_S = 3600.0
 """How often decisions past ``store.retention_days`` are deleted."""
 
-
-@dataclass(slots=True)
-class _Op:
-    handler: Callable[..., Any]
-    args: tuple
-    lock: str | None
-    future: asyncio.Future
-    behind: bool = False
-
-
-_STOP = object()
+PROBE_AFTER_S = 1.0
+"""Least time between two probes asked for by failed reads."""
 
 
 class SQLDecisionStore(DecisionStore):
@@ -93,9 +86,13 @@ class SQLDecisionStore(DecisionStore):
         self.dialect = dialect
         self.metrics = metrics or StoreMetrics()
         self.state = CachedState()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._writer: Writer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._healthy = True
+        self._down_since = 0.0
+        self._outage: asyncio.Future | None = None
+        self._probed = 0.0
+        self._opened = False
         self._behind = 0
         self._queued: dict[str, asyncio.Future] = {}
         self._recent: OrderedDict[str, Decision] = OrderedDict()
@@ -107,25 +104,40 @@ class SQLDecisionStore(DecisionStore):
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self, router_keys: list[str]) -> None:
-        """See :meth:`DecisionStore.open`."""
+        """See :meth:`DecisionStore.open`.
+
+        Raises:
+            StoreError: one line naming the database (a path, or the DSN with its
+                password masked) and why it cannot be opened or written.
+        """
         self._loop = asyncio.get_running_loop()
         self._keys = list(router_keys)
-        ready: asyncio.Future = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._write_loop, args=(ready,), name=f"arbiter-{self.dialect.name}-writer",
-            daemon=True,
-        )
-        self._thread.start()
-        await ready
-        await self._call(create_schema, self.dialect)
-        await self._call(jobs.create_jobs_schema)
+        self._writer = Writer(self.dialect, self._loop, self.spec.flush_interval_ms / 1000,
+                              self._health_changed, self.metrics.batch_size)
+        try:
+            await self._writer.start()
+        except Exception as exc:
+            raise self._open_error(exc) from None
+        try:
+            await self._call(create_schema, self.dialect)
+            await self._call(jobs.create_jobs_schema)
+        except StoreError:
+            await self._writer.stop()
+            raise
+        except Exception as exc:
+            await self._writer.stop()
+            raise self._open_error(exc.__cause__ or exc) from None
         if not self.dialect.reads_through_writer:
             self._readers = ThreadPoolExecutor(2, thread_name_prefix="arbiter-store-reader")
             self._reader = self.dialect.reader()
         await self.refresh()
+        self._opened = True
         self._refresher = asyncio.create_task(self._refresh_loop(), name="store-refresh")
         if self.spec.retention_days is not None:
             self._purger = asyncio.create_task(self._purge_loop(), name="store-purge")
+        log.info("decision store: %s at %s (decision_writes: %s, write_queue: %d)",
+                 self.dialect.name, self.dialect.where, self.spec.decision_writes,
+                 self.spec.write_queue)
 
     async def close(self) -> None:
         """See :meth:`DecisionStore.close`."""
@@ -133,9 +145,8 @@ class SQLDecisionStore(DecisionStore):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(_STOP)
-            await asyncio.to_thread(self._thread.join)
+        if self._writer is not None:
+            await self._writer.stop()
         if self._readers is not None:
             reader = self._reader
             await asyncio.get_running_loop().run_in_executor(
@@ -148,22 +159,94 @@ class SQLDecisionStore(DecisionStore):
         """See :meth:`DecisionStore.pending_writes`."""
         return self._behind
 
+    @property
+    def healthy(self) -> bool:
+        """See :meth:`DecisionStore.healthy`."""
+        return self._healthy
+
+    def check_writable(self) -> None:
+        """See :meth:`DecisionStore.check_writable`."""
+        if not self._healthy:
+            raise self._unavailable()
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        return StoreError(f"cannot open the {self.dialect.name} decision store at "
+                          f"{self.dialect.where}: {cause}")
+
+    def _unavailable(self) -> StoreUnavailableError:
+        error = StoreUnavailableError(
+            f"the decision store ({self.dialect.name}) cannot be written now; retry later")
+        if self._writer is not None:
+            error.retry_after_s = max(1, round(self._writer.backoff_s))
+        return error
+
+    def _health_changed(self, healthy: bool, cause: str) -> None:
+        """Called on the event loop by the writer when an outage starts or ends."""
+        if healthy == self._healthy:
+            return
+        self._healthy = healthy
+        if not self._opened:  # open() reports it, as a StoreError
+            return
+        self.metrics.health(healthy)
+        if healthy:
+            log.warning("the %s decision store at %s can be written again after %.1f s; "
+                        "%d queued writes are being committed", self.dialect.name,
+                        self.dialect.where, time.monotonic() - self._down_since, self._behind)
+            return
+        self._down_since = time.monotonic()
+        log.error("the %s decision store at %s cannot be written (%s): decisions and "
+                  "feedback are refused with 503 and the gateway is not ready until it "
+                  "returns; %d queued writes are kept and retried", self.dialect.name,
+                  self.dialect.where, cause, self._behind)
+        if self._outage is not None and not self._outage.done():
+            self._outage.set_result(None)
+        self._outage = None
+
+    async def _committed(self, future: asyncio.Future) -> Any:
+        """The result of a write-behind operation once committed.
+
+        Raises:
+            StoreUnavailableError: an outage started (or was on) first; the operation
+                stays queued and is committed when the database returns.
+        """
+        if future.done():
+            return future.result()
+        self.check_writable()
+        if self._outage is None:
+            assert self._loop is not None
+            self._outage = self._loop.create_future()
+        outage = self._outage
+        await asyncio.wait((future, outage), return_when=asyncio.FIRST_COMPLETED)
+        if future.done():
+            return future.result()
+        raise self._unavailable()
+
     # -- writes ----------------------------------------------------------------------
     async def create(
         self, decision: Decision, *, idempotency_key: str | None = None,
         window_s: float = 0.0, wait: bool = False,
     ) -> Decision:
         """See :meth:`DecisionStore.create`."""
-        self._remember(decision)
+        self.check_writable()
         key = idempotency_key or None
         row = decision_row(decision, key, self.spec.inputs)
-        future = self._submit(insert_decision, (row, key, decision.time - window_s),
-                              behind=not (wait or key))
-        if not (wait or key or self._behind > self.spec.write_queue):
+        args = (row, key, decision.time - window_s)
+        self._remember(decision)
+        if wait or key:
+            try:
+                holder = await self._call(insert_decision, *args)
+            except BaseException:
+                self._recent.pop(decision.id, None)
+                raise
+        else:
+            full = self._behind >= self.spec.write_queue
+            future = self._submit(insert_decision, args, behind=True)
             self._queued[decision.id] = future
             future.add_done_callback(lambda _: self._queued.pop(decision.id, None))
-            return decision
-        holder = await future
+            if not full:
+                return decision
+            holder = await self._committed(future)  # backpressure: room, or 503
         if holder == decision.id:
             return decision
         self._recent.pop(decision.id, None)
@@ -211,6 +294,7 @@ class SQLDecisionStore(DecisionStore):
         return await self._feedback(correct_feedback, decision, feedback, rewards, learning)
 
     async def _feedback(self, handler, decision, feedback, rewards, learning):
+        self.check_writable()
         await self._written(decision.id)
         key = learning.key if learning is not None else None
         row = (decision.id, decision.deployment, float(feedback["time"]), dumps(feedback),
@@ -301,23 +385,46 @@ class SQLDecisionStore(DecisionStore):
             await asyncio.sleep(interval)
             try:
                 await self.refresh()
+            except StoreUnavailableError:
+                pass  # the outage is logged once, by the writer's report
             except Exception:
                 log.exception("reloading router state failed; retrying in %.2f s", interval)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a read; during an outage, or when the read finds the database gone
+        (which has the writer probe it), fail with StoreUnavailableError."""
+        self.check_writable()
         if self.dialect.reads_through_writer:
             return await self._call(fn, *args)
         assert self._readers is not None and self._reader is not None
         reader = self._reader
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, lambda: reader(lambda tx: fn(tx, *args))
-        )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._readers, lambda: reader(lambda tx: fn(tx, *args))
+            )
+        except Exception as exc:
+            if not self.dialect.unavailable(exc):
+                raise
+            self._probe()
+            log.warning("a read of the %s decision store failed: %s", self.dialect.name, exc)
+            raise self._unavailable() from None
+
+    def _probe(self) -> None:
+        """Have the writer check the database now (at most every PROBE_AFTER_S)."""
+        now = time.monotonic()
+        if self._writer is not None and now - self._probed >= PROBE_AFTER_S:
+            self._probed = now
+            self._writer.put(Op(probe, (), None, None))
 
     async def _written(self, decision_id: str) -> None:
-        """Wait until a queued write of this decision is committed."""
+        """Wait until a queued write of this decision is committed.
+
+        Raises:
+            StoreUnavailableError: an outage holds it back.
+        """
         queued = self._queued.get(decision_id)
         if queued is not None:
-            await asyncio.shield(queued)
+            await self._committed(queued)
 
     async def _flush(self) -> None:
         """Wait until every write queued so far is committed."""
@@ -331,102 +438,31 @@ class SQLDecisionStore(DecisionStore):
 
     def _submit(self, handler, args: tuple, *, lock: str | None = None,
                 behind: bool = False) -> asyncio.Future:
-        assert self._loop is not None, "store not open"
+        assert self._loop is not None and self._writer is not None, "store not open"
         future = self._loop.create_future()
         if behind:
             self._behind += 1
             future.add_done_callback(self._written_behind)
-        self._queue.put(_Op(handler, args, lock, future, behind))
+        self._writer.put(Op(handler, args, lock, future, behind))
         return future
 
     def _written_behind(self, future: asyncio.Future) -> None:
         self._behind -= 1
         self.metrics.queue_depth(self._behind)
-        if not future.cancelled() and future.exception() is not None:
-            self.metrics.write_errors(1)
+        if future.cancelled() or future.exception() is None:
+            return
+        self.metrics.write_errors(1)
+        if self._behind == 0 or not isinstance(future.exception(), Dropped):
             log.error("a queued decision write failed: %s", future.exception())
 
     async def _call(self, handler, *args, lock: str | None = None):
+        """Run an operation on the writer and wait for its commit.
+
+        Raises:
+            StoreUnavailableError: during an outage (at once).
+        """
+        self.check_writable()
         return await self._submit(handler, args, lock=lock)
-
-    def _write_loop(self, ready: asyncio.Future) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            conn = self.dialect.connect()
-        except Exception as exc:
-            error = StoreError(f"cannot open the {self.dialect.name} store: {exc}")
-            loop.call_soon_threadsafe(_settle_one, ready, None, error)
-            return
-        loop.call_soon_threadsafe(_settle_one, ready, None, None)
-        stopping = False
-        while not stopping:
-            batch, stopping = self._next_batch()
-            if batch:
-                conn = self._execute(conn, batch)
-        conn.close()
-
-    def _next_batch(self) -> tuple[list[_Op], bool]:
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        wait_s = self.spec.flush_interval_ms / 1000
-        deadline = time.monotonic() + wait_s if first.behind else 0.0
-        while len(batch) < _MAX_BATCH:
-            try:
-                remaining = deadline - time.monotonic()
-                op = self._queue.get(timeout=remaining) if remaining > 0 else \
-                    self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if op is _STOP:
-                return batch, True
-            batch.append(op)
-            if not op.behind:
-                deadline = 0.0  # someone is waiting: commit what we have now
-        return batch, False
-
-    def _execute(self, conn: Any, batch: list[_Op]) -> Any:
-        keys = sorted({op.lock for op in batch if op.lock is not None})
-        for attempt in range(_TRIES):
-            try:
-                results = self._transaction(conn, batch, keys)
-                break
-            except Exception as exc:
-                _rollback(conn)
-                if attempt + 1 < _TRIES and self.dialect.retryable(exc):
-                    log.warning("store batch of %d retried after: %s", len(batch), exc)
-                    time.sleep(0.01 * 2**attempt)
-                    conn = _reconnect(conn, self.dialect)
-                    continue
-                results = [(op, None, exc) for op in batch]
-                break
-        self.metrics.batch_size(len(batch))
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(_settle_all, results)
-        return conn
-
-    def _transaction(self, conn: Any, batch: list[_Op], keys: list[str]) -> list[tuple]:
-        tx = Tx(conn.cursor(), self.dialect)
-        tx.run(self.dialect.begin())
-        for key in keys:
-            self.dialect.lock_router(tx, key)
-        results = []
-        for op in batch:
-            tx.run("SAVEPOINT op")
-            try:
-                value = op.handler(tx, *op.args)
-            except Exception as exc:
-                if self.dialect.retryable(exc):
-                    raise
-                tx.run("ROLLBACK TO SAVEPOINT op")
-                results.append((op, None, exc))
-            else:
-                results.append((op, value, None))
-            tx.run("RELEASE SAVEPOINT op")
-        tx.run("COMMIT")
-        return results
 
     # -- explanation jobs (gateway.decisions.explanation_jobs) -------------------------
     def queue_explanation_job(self, job: jobs.ExplanationJob, owner: str | None,
@@ -476,36 +512,3 @@ class SQLDecisionStore(DecisionStore):
     async def claimable_explanation_jobs(self, deployment: str) -> int:
         """How many jobs of ``deployment`` no live lease holds (a read)."""
         return await self._read(jobs.claimable, deployment, time.time())
-
-
-def _settle_one(future: asyncio.Future, value: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(value)
-
-
-def _settle_all(results: list[tuple]) -> None:
-    for op, value, exc in results:
-        _settle_one(op.future, value, exc)
-
-
-def _rollback(conn: Any) -> None:
-    try:
-        conn.cursor().execute("ROLLBACK")
-    except Exception:  # no transaction open, or the connection is gone
-        pass
-
-
-def _reconnect(conn: Any, dialect: Dialect) -> Any:
-    if not getattr(conn, "closed", False):
-        return conn
-    try:
-        return dialect.connect()
-    except Exception as exc:
-        log.warning("store reconnect failed: %s", exc)
-        return conn
-
-

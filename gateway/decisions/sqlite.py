@@ -23,17 +23,27 @@ class SQLiteDialect(Dialect):
     """SQLite on a file.
 
     Args:
-        path: database file; its folder is created when missing.
+        path: database file; its folder is created (on connecting) when missing.
     """
 
     name = "sqlite"
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def where(self) -> str:
+        """The file's path."""
+        return str(self.path)
 
     def connect(self) -> Any:
-        """See :meth:`Dialect.connect`."""
+        """See :meth:`Dialect.connect`.
+
+        Raises:
+            OSError: the folder cannot be created.
+            sqlite3.Error: the file cannot be opened, or set to WAL mode.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=30.0)
         conn.execute("PRAGMA journal_mode = WAL")
@@ -50,6 +60,17 @@ class SQLiteDialect(Dialect):
         return isinstance(exc, sqlite3.OperationalError) and any(
             word in str(exc) for word in ("locked", "busy")
         )
+
+    def unavailable(self, exc: BaseException) -> bool:
+        """A file that cannot be written: read-only, disk full, I/O error, or gone."""
+        return isinstance(exc, sqlite3.OperationalError) and any(
+            words in str(exc) for words in _UNWRITABLE
+        )
+
+
+_UNWRITABLE = ("readonly", "read-only", "disk I/O error", "disk is full",
+               "unable to open database file")
+"""What SQLite says when its file cannot be written."""
 
 
 class MemoryDialect(SQLiteDialect):

@@ -25,6 +25,12 @@ Operations are intents, each one transaction and idempotent where a client may r
 ``find``                    range, the decision holding an idempotency key
 ==========================  ==============================================================
 
+While the database cannot be written (an outage) the store is not :attr:`healthy
+<DecisionStore.healthy>`: every operation a caller awaits raises
+:class:`~gateway.decisions.dialect.StoreUnavailableError` at once, nothing is
+acknowledged that is not committed, and write-behind operations already queued are
+kept and committed when the database returns (``gateway.decisions.sql``).
+
 Routers stay synchronous: they read :attr:`DecisionStore.state`, a cache that the store
 refreshes in the background (``refresh_interval_ms``) and updates at once after each
 of its own commits.
@@ -68,15 +74,20 @@ class StoreMetrics:
     """Hooks a store reports through (the gateway binds them to Prometheus).
 
     Attributes:
-        write_errors: called with the number of queued writes lost after retries.
+        write_errors: called with the number of queued writes lost (failed after the
+            retries, or dropped at a shutdown during an outage).
         queue_depth: called with the number of decision writes waiting.
         batch_size: called with the number of operations of each committed batch.
+        health: called with True or False when the store can be written again, or no
+            longer (an outage).
     """
 
-    def __init__(self, write_errors=None, queue_depth=None, batch_size=None) -> None:
+    def __init__(self, write_errors=None, queue_depth=None, batch_size=None,
+                 health=None) -> None:
         self.write_errors = write_errors or (lambda n: None)
         self.queue_depth = queue_depth or (lambda n: None)
         self.batch_size = batch_size or (lambda n: None)
+        self.health = health or (lambda up: None)
 
 
 class DecisionStore(ABC):
@@ -107,7 +118,8 @@ class DecisionStore(ABC):
         self, decision: Decision, *, idempotency_key: str | None = None,
         window_s: float = 0.0, wait: bool = False,
     ) -> Decision:
-        """Record a new decision.
+        """Record a new decision. During an outage nothing is recorded (except a
+        write-behind decision that waited for room in a full queue: it stays queued).
 
         Args:
             decision: the decision.
@@ -119,6 +131,9 @@ class DecisionStore(ABC):
         Returns:
             ``decision``, or the earlier decision of the same deployment that holds
             ``idempotency_key`` within the window.
+
+        Raises:
+            StoreUnavailableError: an outage (before or while waiting for the commit).
         """
 
     @abstractmethod
@@ -201,3 +216,17 @@ class DecisionStore(ABC):
     @abstractmethod
     def pending_writes(self) -> int:
         """Decision writes waiting in the write-behind queue."""
+
+    @property
+    @abstractmethod
+    def healthy(self) -> bool:
+        """False during an outage: the database cannot be written (it comes back by
+        itself when the database does)."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Refuse early what an outage would refuse anyway.
+
+        Raises:
+            StoreUnavailableError: the store is not :attr:`healthy`.
+        """
