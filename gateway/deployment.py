@@ -6,8 +6,9 @@ here. Every decision gets a fresh server-generated id (UUID4, 122 random bits; t
 client's request ``id`` is only echoed, as OIP requires; a request without one gets
 the decision id as its response ``id``) and the propensity of the router's choice.
 A request carrying an ``Idempotency-Key`` header (gRPC metadata ``idempotency-key``)
-that repeats within ``store.idempotency_window_s`` gets the
-original decision back (same id, same outputs) instead of a second decision.
+that repeats within ``store.idempotency_window_s`` gets the original decision back
+(same id, same outputs) instead of a second decision; the same key with a different
+request is refused (422, gRPC ALREADY_EXISTS: ``gateway.idempotency``).
 
 While the decision store cannot be written (an outage: ``gateway.decisions.sql``),
 the deployment is not ready and every request is refused with 503 and Retry-After
@@ -45,6 +46,7 @@ from gateway.domain import InputDomain, load_input_schema
 from gateway.explaining import explanation_parameter
 from gateway.feedback import FeedbackDesk
 from gateway.feedback_tokens import TOKEN_FIELD, TOKEN_HEADER, FeedbackTokens
+from gateway.idempotency import IdempotencyKeyReusedError, request_digest
 from gateway.metrics import GatewayMetrics
 from gateway.shadows import Shadows
 from gateway.upstream import UpstreamModel
@@ -140,7 +142,8 @@ class Deployment:
         self.domain = InputDomain(schema) if schema is not None else None
         self.desk = FeedbackDesk(name, spec.feedback, router, store, self.shadows, metrics,
                                  self._learned)
-        self._keyed: dict[str, asyncio.Future[InferenceResponse]] = {}
+        self._keyed: dict[str, tuple[str, asyncio.Future[InferenceResponse]]] = {}
+        """Idempotency-Key -> (request digest, response) of the keyed requests in flight."""
         self._route_counters: dict[str, Any] = {}
 
     # -- Target -----------------------------------------------------------------
@@ -169,6 +172,8 @@ class Deployment:
             InvalidRequestError: input outside ``input_schema`` (400).
             StoreUnavailableError: the decision store cannot record the decision (503,
                 before any model is asked; or after, when the outage began meanwhile).
+            IdempotencyKeyReusedError: the Idempotency-Key was used with a different
+                request (422).
             OverloadedError: no place in flight nor in the queue (429).
             ArbiterError: no healthy model (503), or the routed model's failure (503
                 unreachable, 504 deadline, 500 model error, 400 invalid input, ...);
@@ -187,15 +192,20 @@ class Deployment:
         key = request.headers.get(IDEMPOTENCY_HEADER) if self.idempotency_window_s else None
         if not key:
             return await self._decide(request, None)
-        earlier = await self.store.find(self.name, key, time.time() - self.idempotency_window_s)
+        digest = request_digest(request)
+        earlier = await self.store.find(self.name, key, time.time() - self.idempotency_window_s,
+                                        digest)
         running = self._keyed.get(key)  # read after the await: a repeat may have started
         if running is not None:  # the same key in flight in this process
-            return self._echo(await asyncio.shield(running), request)
+            if running[0] != digest:
+                raise IdempotencyKeyReusedError(key)
+            return self._echo(await asyncio.shield(running[1]), request)
         if earlier is not None:
             return self._replay(earlier, request)
-        future = self._keyed[key] = asyncio.get_running_loop().create_future()
+        future = asyncio.get_running_loop().create_future()
+        self._keyed[key] = (digest, future)
         try:
-            response = await self._decide(request, key)
+            response = await self._decide(request, key, digest)
         except asyncio.CancelledError:  # that client left: a repeat may try again
             future.set_exception(UpstreamUnavailableError(
                 "the first request with this Idempotency-Key was abandoned; retry"))
@@ -210,7 +220,8 @@ class Deployment:
         future.set_result(response)
         return response
 
-    async def _decide(self, request: InferenceRequest, key: str | None) -> InferenceResponse:
+    async def _decide(self, request: InferenceRequest, key: str | None,
+                      digest: str | None = None) -> InferenceResponse:
         decision_id = new_id()
         route = self.dispatcher.route(request)
         upstream_request, extra = self._with_feedback_output(request)
@@ -228,10 +239,14 @@ class Deployment:
         decision = self._decision_of(decision_id, request, route, latency)
         decision.outputs[route.routed] = {t.name: tensor_doc(t) for t in response.outputs}
         pending = self._start_explanation(decision, request)
-        holder = await self.store.create(
-            decision, idempotency_key=key, window_s=self.idempotency_window_s,
-            wait=self.wait_for_commit,
-        )
+        try:
+            holder = await self.store.create(
+                decision, idempotency_key=key, window_s=self.idempotency_window_s,
+                wait=self.wait_for_commit, request_hash=digest,
+            )
+        except BaseException:  # not recorded (an outage, a key taken by another request)
+            made.set_result(None)
+            raise
         made.set_result(decision)
         if holder.id != decision.id:  # another replica decided this key first
             return self._replay(holder, request)

@@ -3,10 +3,10 @@ inside a batch transaction (or on a reader), and the schema they share.
 
 Each function takes a :class:`~gateway.decisions.dialect.Tx` first. Tables:
 ``decisions`` (one row per decision: the routed model's outputs, inputs, parameters,
-propensity, idempotency key), ``shadow_outputs`` (one row per shadow), ``feedback``
-(the feedback in force with its history of corrections), ``explanations``,
-``arm_stats`` (per router and arm: n, reward_sum) and ``router_values`` (champion,
-promotion log).
+propensity, idempotency key with the SHA-256 of the request that took it),
+``shadow_outputs`` (one row per shadow), ``feedback`` (the feedback in force with its
+history of corrections), ``explanations``, ``arm_stats`` (per router and arm: n,
+reward_sum) and ``router_values`` (champion, promotion log).
 
 What a decision row keeps of the request's inputs follows ``store.inputs``: the
 tensors (``store``), per input the SHA-256 of its canonical JSON (sorted keys, no
@@ -16,6 +16,7 @@ spaces) with its datatype and shape (``hash``), or nothing (``drop``).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,23 +26,28 @@ from gateway.decisions.dialect import Dialect, StoreError, Tx
 from gateway.decisions.record import Decision
 from gateway.decisions.state import Snapshot
 from gateway.decisions.store import FeedbackRecorded
+from gateway.idempotency import IdempotencyKeyReusedError
 from routers.state import CHAMPION, PROMOTIONS, ArmStats, Learning
 
+log = logging.getLogger("arbiter.decisions")
+
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema", "decision_row", "dumps",
-    "input_docs", "insert_decision", "insert_feedback", "nothing", "probe", "promote_router",
-    "purge_before", "put_value", "select_decisions", "state_of_all", "upsert_doc",
+    "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema",
+    "decision_row", "dumps", "find_holder", "input_docs", "insert_decision", "insert_feedback",
+    "nothing", "probe", "promote_router", "purge_before", "put_value", "select_decisions",
+    "state_of_all", "upsert_doc",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the tables below; a store whose version is newer is refused."""
+SCHEMA_VERSION = 2
+"""Version of the tables below. A store whose version is newer is refused; an older
+one is migrated at startup by :data:`MIGRATIONS`, in one transaction."""
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS arbiter_schema (version INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS decisions (
         id TEXT PRIMARY KEY, time DOUBLE PRECISION NOT NULL, deployment TEXT NOT NULL,
         router TEXT NOT NULL, routed TEXT NOT NULL, propensity DOUBLE PRECISION NOT NULL,
-        idempotency_key TEXT, doc TEXT NOT NULL)""",
+        idempotency_key TEXT, doc TEXT NOT NULL, request_hash TEXT)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS decisions_idempotency "
     "ON decisions (deployment, idempotency_key)",
     "CREATE INDEX IF NOT EXISTS decisions_deployment_time ON decisions (deployment, time)",
@@ -59,6 +65,14 @@ SCHEMA = (
         router TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
         PRIMARY KEY (router, name))""",
 )
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE decisions ADD COLUMN request_hash TEXT",),
+}
+"""Version -> the statements that bring a store of that version to the next. Version 2
+keeps with each idempotency key the SHA-256 of the request that took it (decisions of
+version 1 have none: a repeated key replays them whatever the request)."""
+
 
 def dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
@@ -85,6 +99,27 @@ def create_schema(tx: Tx, dialect: Dialect) -> None:
             f"the store's schema is version {row[0]}, newer than this gateway's "
             f"({SCHEMA_VERSION}): upgrade Arbiter"
         )
+    elif row[0] < SCHEMA_VERSION:
+        _migrate(tx, row[0])
+
+
+def _migrate(tx: Tx, version: int) -> None:
+    """Bring a store of ``version`` to :data:`SCHEMA_VERSION` (inside the caller's
+    transaction, under the schema lock).
+
+    Raises:
+        StoreError: a version no migration starts from.
+    """
+    start = version
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise StoreError(f"the store's schema is version {version}, which this gateway "
+                             f"cannot migrate to {SCHEMA_VERSION}")
+        for statement in MIGRATIONS[version]:
+            tx.run(statement)
+        version += 1
+    tx.run("UPDATE arbiter_schema SET version = ?", (SCHEMA_VERSION,))
+    log.warning("decision store schema migrated from version %d to %d", start, SCHEMA_VERSION)
 
 
 def input_docs(inputs: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -103,7 +138,10 @@ def _canonical(doc: Any) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str)
 
 
-def decision_row(decision: Decision, key: str | None, inputs: str = "store") -> tuple:
+def decision_row(decision: Decision, key: str | None, inputs: str = "store",
+                 request_hash: str | None = None) -> tuple:
+    """The ``decisions`` row of ``decision``; ``request_hash`` (the digest of the request,
+    ``gateway.idempotency.request_digest``) is kept with ``key`` only."""
     doc = {
         "request_id": decision.request_id, "shadows": decision.shadows,
         "inputs": input_docs(decision.inputs, inputs),
@@ -117,30 +155,62 @@ def decision_row(decision: Decision, key: str | None, inputs: str = "store") -> 
     if decision.fallback is not None:
         doc["fallback"] = decision.fallback
     return (decision.id, decision.time, decision.deployment, decision.router, decision.routed,
-            decision.propensity, key, dumps(doc))
+            decision.propensity, key, dumps(doc), request_hash if key is not None else None)
 
 
 def insert_decision(tx: Tx, row: tuple, key: str | None, window_start: float) -> str:
     """Insert a decision; with an idempotency key, return the id of the decision that
-    holds the key within the window (an older holder gives the key up)."""
+    holds the key within the window (an older holder gives the key up).
+
+    Raises:
+        IdempotencyKeyReusedError: the holder was made for another request (its
+            stored digest differs from the row's).
+    """
     deployment = row[2]
+    held_by = "SELECT id, time, request_hash FROM decisions WHERE deployment = ? " \
+        "AND idempotency_key = ?"
     if key is not None:
-        held = tx.one("SELECT id, time FROM decisions WHERE deployment = ? AND idempotency_key = ?",
-                      (deployment, key))
+        held = tx.one(held_by, (deployment, key))
         if held is not None and held[1] >= window_start:
-            return held[0]
+            return _same_request(key, held, row[8])
         if held is not None:
             tx.run("UPDATE decisions SET idempotency_key = NULL WHERE id = ?", (held[0],))
-    inserted = tx.run(
-        "INSERT INTO decisions (id, time, deployment, router, routed, propensity, "
-        "idempotency_key, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", row,
-    )
+    inserted = tx.run(f"{_INSERT} ({_ROW}) ON CONFLICT DO NOTHING", row)
     if inserted == 0 and key is not None:  # another replica took the key meanwhile
-        held = tx.one("SELECT id FROM decisions WHERE deployment = ? AND idempotency_key = ?",
-                      (deployment, key))
+        held = tx.one(held_by, (deployment, key))
         if held is not None:
-            return held[0]
+            return _same_request(key, held, row[8])
     return row[0]
+
+
+def find_holder(tx: Tx, deployment: str, key: str, since: float,
+                request_hash: str | None) -> Decision | None:
+    """The decision of ``deployment`` holding ``key``, made at or after ``since``.
+
+    Raises:
+        IdempotencyKeyReusedError: it was made for another request than the one of
+            ``request_hash`` (when both digests are known).
+    """
+    held = tx.one("SELECT id, time, request_hash FROM decisions WHERE deployment = ? "
+                  "AND idempotency_key = ? AND time >= ?", (deployment, key, since))
+    if held is None:
+        return None
+    found = select_decisions(tx, "d.id = ?", (_same_request(key, held, request_hash),), None)
+    return found[0] if found else None
+
+
+def _same_request(key: str, held: tuple, request_hash: str | None) -> str:
+    """The holder's id, when it was made for the same request (a holder or a request
+    without a digest, as a version-1 decision, counts as the same)."""
+    stored = held[2]
+    if stored is not None and request_hash is not None and stored != request_hash:
+        raise IdempotencyKeyReusedError(key)
+    return held[0]
+
+
+_INSERT = ("INSERT INTO decisions (id, time, deployment, router, routed, propensity, "
+           "idempotency_key, doc, request_hash) VALUES")
+_ROW = "?, ?, ?, ?, ?, ?, ?, ?, ?"
 
 
 def purge_before(tx: Tx, cutoff: float) -> int:

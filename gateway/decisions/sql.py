@@ -43,6 +43,7 @@ from gateway.decisions.operations import (
     create_schema,
     decision_row,
     dumps,
+    find_holder,
     insert_decision,
     insert_feedback,
     nothing,
@@ -225,12 +226,12 @@ class SQLDecisionStore(DecisionStore):
     # -- writes ----------------------------------------------------------------------
     async def create(
         self, decision: Decision, *, idempotency_key: str | None = None,
-        window_s: float = 0.0, wait: bool = False,
+        window_s: float = 0.0, wait: bool = False, request_hash: str | None = None,
     ) -> Decision:
         """See :meth:`DecisionStore.create`."""
         self.check_writable()
         key = idempotency_key or None
-        row = decision_row(decision, key, self.spec.inputs)
+        row = decision_row(decision, key, self.spec.inputs, request_hash)
         args = (row, key, decision.time - window_s)
         self._remember(decision)
         if wait or key:
@@ -365,13 +366,10 @@ class SQLDecisionStore(DecisionStore):
             where, params = where + " AND d.time < ?", [*params, until]
         return await self._read(select_decisions, where, tuple(params), limit)
 
-    async def find(self, deployment: str, idempotency_key: str, since: float) -> Decision | None:
+    async def find(self, deployment: str, idempotency_key: str, since: float,
+                   request_hash: str | None = None) -> Decision | None:
         """See :meth:`DecisionStore.find`."""
-        found = await self._read(
-            select_decisions, "d.deployment = ? AND d.idempotency_key = ? AND d.time >= ?",
-            (deployment, idempotency_key, since), 1,
-        )
-        return found[0] if found else None
+        return await self._read(find_holder, deployment, idempotency_key, since, request_hash)
 
     async def refresh(self) -> None:
         """Reload every router's state from the database now."""

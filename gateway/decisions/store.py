@@ -116,7 +116,7 @@ class DecisionStore(ABC):
     @abstractmethod
     async def create(
         self, decision: Decision, *, idempotency_key: str | None = None,
-        window_s: float = 0.0, wait: bool = False,
+        window_s: float = 0.0, wait: bool = False, request_hash: str | None = None,
     ) -> Decision:
         """Record a new decision. During an outage nothing is recorded (except a
         write-behind decision that waited for room in a full queue: it stays queued).
@@ -127,6 +127,8 @@ class DecisionStore(ABC):
             window_s: how long (seconds) an earlier decision keeps its key.
             wait: commit before returning (always, with a key); otherwise the write
                 may wait in the bounded write-behind queue.
+            request_hash: the digest of the request
+                (``gateway.idempotency.request_digest``), kept with the key.
 
         Returns:
             ``decision``, or the earlier decision of the same deployment that holds
@@ -134,6 +136,8 @@ class DecisionStore(ABC):
 
         Raises:
             StoreUnavailableError: an outage (before or while waiting for the commit).
+            IdempotencyKeyReusedError: the decision holding the key was made for another
+                request (its digest differs from ``request_hash``).
         """
 
     @abstractmethod
@@ -208,9 +212,16 @@ class DecisionStore(ABC):
         oldest first, at most ``limit``."""
 
     @abstractmethod
-    async def find(self, deployment: str, idempotency_key: str, since: float) -> Decision | None:
+    async def find(self, deployment: str, idempotency_key: str, since: float,
+                   request_hash: str | None = None) -> Decision | None:
         """The decision of ``deployment`` holding ``idempotency_key``, made at or after
-        ``since`` (Unix seconds), or None."""
+        ``since`` (Unix seconds), or None.
+
+        Raises:
+            IdempotencyKeyReusedError: it was made for another request than the one of
+                ``request_hash`` (a decision kept without a digest, from schema version 1,
+                matches any).
+        """
 
     @property
     @abstractmethod

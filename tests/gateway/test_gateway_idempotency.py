@@ -1,7 +1,8 @@
 """Idempotency-Key through a real gateway over real pods, over REST and gRPC: a
-repeated key gets the original decision back (same id, same outputs, whatever the
-body), concurrent repeats make one decision, and requests without a key are never
-deduplicated."""
+repeated key with the same request gets the original decision back (same id, same
+outputs, whichever transport and request id), the same key with a different request
+is refused (422, gRPC ALREADY_EXISTS) and records nothing, concurrent repeats make one
+decision, and requests without a key are never deduplicated."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from gateway.app import Gateway, build_gateway
 from tests.fakes import http_call
@@ -88,7 +90,7 @@ def test_rest_repeated_key_replays_the_first_decision(keyed, holdout_x) -> None:
     key = _key()
     before = keyed.decisions("plain")
     headers, first = keyed.rest("plain", holdout_x[0:1], key, id="first")
-    replay_headers, again = keyed.rest("plain", holdout_x[5:6], key, id="second")
+    replay_headers, again = keyed.rest("plain", holdout_x[0:1], key, id="second")
     decision_id = first["parameters"]["decision_id"]
     assert HEX32.fullmatch(decision_id)
     assert again["parameters"]["decision_id"] == decision_id
@@ -134,7 +136,7 @@ def test_grpc_repeated_key_replays_the_first_decision(keyed, holdout_x) -> None:
     key = _key()
     before = keyed.decisions("cc")
     first = _grpc_infer(keyed, "cc", holdout_x[1:2], key, "g-first")
-    again = _grpc_infer(keyed, "cc", holdout_x[7:8], key, "g-second")
+    again = _grpc_infer(keyed, "cc", holdout_x[1:2], key, "g-second")
     decision_id = _grpc_parameters(first)["decision_id"]
     assert HEX32.fullmatch(decision_id) and decision_id != "g-first"
     assert _grpc_parameters(again)["decision_id"] == decision_id
@@ -192,3 +194,53 @@ def test_decision_id_is_32_hex_and_never_the_clients(keyed, holdout_x, request_i
         assert doc["id"] == (request_id or decision_id)
         params = _grpc_parameters(_grpc_infer(keyed, "plain", holdout_x[4:5], key, request_id))
         assert HEX32.fullmatch(params["decision_id"]) and params["decision_id"] != request_id
+
+
+def _rest_status(keyed: KeyedGateway, deployment: str, x: np.ndarray, key: str,
+                 **extra: Any) -> tuple[int, dict]:
+    doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                       "data": np.asarray(x, np.float32).ravel().tolist()}], **extra}
+    status, _, body = http_call("POST", f"{keyed.server.http_url}/v2/models/{deployment}/infer",
+                                doc, {"Idempotency-Key": key})
+    return status, json.loads(body)
+
+
+def test_a_key_reused_with_a_different_request_is_refused(keyed, holdout_x) -> None:
+    key = _key()
+    before = keyed.decisions("plain")
+    first = keyed.rest("plain", holdout_x[0:1], key)[1]
+    for changed in ({"x": holdout_x[5:6]}, {"x": holdout_x[0:1], "parameters": {"tier": 2}},
+                    {"x": holdout_x[0:1], "outputs": [{"name": "label"}]}):
+        x = changed.pop("x")
+        status, doc = _rest_status(keyed, "plain", x, key, **changed)
+        assert status == 422, doc
+        assert doc["error"].startswith(f"Idempotency-Key {key!r} was used with a different "
+                                       "request")
+    with pytest.raises(InferenceServerException) as refused:
+        _grpc_infer(keyed, "plain", holdout_x[5:6], key)
+    assert refused.value.status() == "StatusCode.ALREADY_EXISTS"
+    assert "was used with a different request" in refused.value.message()
+
+    again = keyed.rest("plain", holdout_x[0:1], key, id="retry")[1]  # the same request
+    assert again["parameters"]["decision_id"] == first["parameters"]["decision_id"]
+    assert again["parameters"]["idempotent_replay"] is True
+    assert keyed.rows_with_key("plain", key) == [(first["parameters"]["decision_id"],)]
+    assert keyed.decisions("plain") == before + 1
+
+
+def test_concurrent_requests_with_one_key_and_two_bodies(keyed, holdout_x) -> None:
+    key = _key()
+    before = keyed.decisions("plain")
+    rows = [holdout_x[2:3] if i % 2 == 0 else holdout_x[9:10] for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda x: _rest_status(keyed, "plain", x, key), rows))
+    answered = [(x, doc) for x, (status, doc) in zip(rows, replies, strict=True)
+                if status == 200]
+    refused = [x for x, (status, _) in zip(rows, replies, strict=True) if status == 422]
+    assert len(answered) + len(refused) == 8
+    ids = {doc["parameters"]["decision_id"] for _, doc in answered}
+    assert len(ids) == 1  # one decision, and only the requests with its body got it
+    winner = answered[0][0]
+    assert all(np.array_equal(x, winner) for x, _ in answered)
+    assert refused and all(not np.array_equal(x, winner) for x in refused)
+    assert keyed.decisions("plain") == before + 1
