@@ -25,7 +25,15 @@ from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from explain.settings import ExplainSpec
 from gateway.domain import InputSchemaSpec, load_input_schema
@@ -43,6 +51,7 @@ __all__ = [
     "ConsoleSpec",
     "DSN_ENV",
     "FEEDBACK_SECRET_ENV",
+    "default_store",
     "GatewayConfig",
     "load_config",
 ]
@@ -242,10 +251,18 @@ class StoreSpec(_Spec):
     ``kind: memory`` (tests; lost at exit, one process), ``kind: sqlite`` (the embedded
     default: one node, any number of gateway processes) or ``kind: postgres`` (any
     number of replicas on any nodes).
+
+    Ambiguous blocks are refused rather than guessed: a block without ``kind``, ``dsn``
+    with a kind other than postgres, ``path`` with kind postgres (and, in a gateway
+    config, :data:`DSN_ENV` set with a store block of another kind). A config without a
+    store block uses SQLite (``arbiter.sqlite``), or PostgreSQL when :data:`DSN_ENV` is
+    set (:attr:`origin` says which, for the startup log).
     """
 
     kind: Literal["memory", "sqlite", "postgres"] = Field(
-        default="sqlite", description="memory, sqlite or postgres.",
+        default="sqlite",
+        description="memory, sqlite or postgres; required in a store block (the default "
+        "applies only to a config without one).",
     )
     path: Path = Field(
         default=Path("arbiter.sqlite"),
@@ -302,16 +319,51 @@ class StoreSpec(_Spec):
         "feedback, shadow outputs and explanations (checked every hour). None: kept.",
     )
 
+    _origin: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_given(cls, raw):
+        if isinstance(raw, dict) and "kind" not in raw:
+            raise ValueError(
+                "'kind' is missing: say which store to use (memory, sqlite or postgres); a "
+                "store block without it would silently be SQLite")
+        return raw
+
     @model_validator(mode="after")
-    def _postgres_dsn(self) -> StoreSpec:
+    def _fields_of_kind(self) -> StoreSpec:
         if self.kind == "postgres" and not (self.dsn or os.environ.get(DSN_ENV)):
             raise ValueError(f"kind postgres needs 'dsn' or the environment variable {DSN_ENV}")
+        if self.kind != "postgres" and self.dsn is not None:
+            raise ValueError(f"'dsn' is for kind postgres, but kind is {self.kind}: remove "
+                             "dsn, or set kind: postgres")
+        if self.kind == "postgres" and "path" in self.model_fields_set:
+            raise ValueError("'path' is for kind sqlite, but kind is postgres: remove path, "
+                             "or set kind: sqlite")
         return self
 
     @property
     def resolved_dsn(self) -> str | None:
         """The DSN from the config, else from ``ARBITER_STORE_DSN``."""
         return self.dsn or os.environ.get(DSN_ENV)
+
+    @property
+    def origin(self) -> str:
+        """Where this store was chosen, for the startup log: "" (the config's store
+        block, or a spec built in code), or why a config without a store block got it."""
+        return self._origin
+
+
+def default_store() -> StoreSpec:
+    """The store of a gateway config without a ``store:`` block: PostgreSQL when
+    :data:`DSN_ENV` is set, else SQLite in ``arbiter.sqlite`` next to the config."""
+    if os.environ.get(DSN_ENV):
+        spec = StoreSpec(kind="postgres")
+        spec._origin = f"the config has no store block and {DSN_ENV} is set"
+    else:
+        spec = StoreSpec(kind="sqlite")
+        spec._origin = "the config has no store block"
+    return spec
 
 
 class AuthSpec(_Spec):
@@ -370,7 +422,9 @@ class GatewayConfig(_Spec):
     models: dict[Name, ModelRef] = Field(description="Model pods by key.")
     deployments: dict[Name, DeploymentSpec] = Field(description="Deployments by name.")
     store: StoreSpec = Field(
-        default_factory=StoreSpec, description="Decision and router-state store."
+        default_factory=default_store,
+        description="Decision and router-state store. None: SQLite in arbiter.sqlite, or "
+        f"PostgreSQL when {DSN_ENV} is set.",
     )
     auth: AuthSpec | None = Field(
         default=None, description="Bearer tokens and scopes; None: no auth (a warning).",
@@ -420,6 +474,11 @@ class GatewayConfig(_Spec):
                     )
         if not self.deployments:
             raise ValueError("'deployments' is empty")
+        if os.environ.get(DSN_ENV) and "store" in self.model_fields_set \
+                and self.store.kind != "postgres":
+            raise ValueError(
+                f"store.kind is {self.store.kind}, but the environment variable {DSN_ENV} "
+                f"is set: set store.kind: postgres to use that DSN, or unset {DSN_ENV}")
         if self.token_required() and not self.feedback.resolved_secret:
             raise ValueError(
                 "feedback.require_decision_token needs feedback.secret or the environment "

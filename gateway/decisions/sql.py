@@ -136,9 +136,11 @@ class SQLDecisionStore(DecisionStore):
         self._refresher = asyncio.create_task(self._refresh_loop(), name="store-refresh")
         if self.spec.retention_days is not None:
             self._purger = asyncio.create_task(self._purge_loop(), name="store-purge")
-        log.info("decision store: %s at %s (decision_writes: %s, write_queue: %d)",
-                 self.dialect.name, self.dialect.where, self.spec.decision_writes,
-                 self.spec.write_queue)
+        origin = self.spec.origin
+        log.log(logging.WARNING if origin else logging.INFO,
+                "decision store: %s at %s (decision_writes: %s, write_queue: %d)%s",
+                self.dialect.name, self.dialect.where, self.spec.decision_writes,
+                self.spec.write_queue, f"; {origin}" if origin else "")
 
     async def close(self) -> None:
         """See :meth:`DecisionStore.close`."""

@@ -43,12 +43,24 @@ class SQLiteDialect(Dialect):
             OSError: the folder cannot be created.
             sqlite3.Error: the file cannot be opened, or set to WAL mode.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create its folder {self.path.parent}: "
+                          f"{exc.strerror or exc}") from None
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=30.0)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.Error as exc:
+            conn.close()
+            if self.unavailable(exc):
+                raise sqlite3.OperationalError(
+                    f"{exc} (the file, its folder or its file system is read-only or full, "
+                    "or not writable by this user)") from None
+            raise
         return conn
 
     def begin(self) -> str:
