@@ -10,6 +10,11 @@ The encoding also publishes each column's domain (:data:`NUMERIC_DOMAINS` and th
 category codes): :func:`input_schema` is what a gateway deployment's ``input_schema``
 reads (``input_schema.json``), so a value the models were never meant to see is refused
 before any of them sees it.
+
+And it publishes how to speak of each column to an applicant: :data:`DESCRIPTIONS`,
+:data:`UNITS`, :data:`CATEGORY_DESCRIPTIONS`, :data:`REASON_CODES`,
+:data:`CLASS_DESCRIPTIONS` and :data:`PROTECTED`, from which explanations write their
+reasons ("Checking account balance below 0 DM").
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ __all__ = [
     "LABEL_COLUMN",
     "DATA_CSV",
     "NUMERIC_DOMAINS",
+    "DESCRIPTIONS",
+    "UNITS",
+    "CATEGORY_DESCRIPTIONS",
+    "REASON_CODES",
+    "CLASS_DESCRIPTIONS",
+    "PROTECTED",
     "input_schema",
     "write_input_schema",
     "encoding_spec",
@@ -139,6 +150,148 @@ wider than the data (4-72 months, 250-18,424 DM, 19-75 years) because a longer l
 still an applicant, or the ordinal codes the data set documents (installment rate,
 residence, credits and dependants are coded 1-4 and 1-2)."""
 
+DESCRIPTIONS: dict[str, str] = {
+    "status_of_existing_checking_account": "Checking account",
+    "duration_in_month": "Loan duration",
+    "credit_history": "Credit history",
+    "purpose": "Purpose of the loan",
+    "credit_amount": "Credit amount",
+    "savings_account_and_bonds": "Savings",
+    "present_employment_since": "Employment",
+    "installment_rate_in_percentage_of_disposable_income":
+        "Installment rate class {value} (1 to 4) of disposable income",
+    "personal_status_and_sex": "Personal status and sex",
+    "other_debtors_or_guarantors": "Other debtors or guarantors",
+    "present_residence_since": "Present residence class {value} (1 to 4)",
+    "property": "Property",
+    "age_in_years": "Age",
+    "other_installment_plans": "Other installment plans",
+    "housing": "Housing",
+    "number_of_existing_credits_at_this_bank": "{value} existing credits at this bank",
+    "job": "Job",
+    "number_of_people_being_liable_to_provide_maintenance_for":
+        "{value} people the applicant provides maintenance for",
+    "telephone": "Telephone",
+    "foreign_worker": "Foreign worker",
+}
+"""Attribute -> what it is, in plain words; ``{value}`` marks where a numeric value goes
+(otherwise the value follows "of": "Loan duration of 36 months"). The data set codes
+installment rate and residence length as classes 1 to 4, not as percentages or years."""
+
+UNITS: dict[str, str] = {"duration_in_month": "months", "credit_amount": "DM",
+                         "age_in_years": "years"}
+"""Numeric attribute -> unit of its values."""
+
+CATEGORY_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "status_of_existing_checking_account": {
+        "... < 0 DM": "Checking account balance below 0 DM",
+        "... >= 200 DM / salary assignments for at least 1 year":
+            "Checking account balance of 200 DM or more, or salary paid into it for a year",
+        "0 <= ... < 200 DM": "Checking account balance between 0 and 200 DM",
+        "no checking account": "No checking account",
+    },
+    "credit_history": {
+        "all credits at this bank paid back duly": "All credits at this bank repaid on time",
+        "critical account/ other credits existing (not at this bank)":
+            "Critical account, or credits at other banks",
+        "delay in paying off in the past": "Delays in repaying credits in the past",
+        "existing credits paid back duly till now": "Current credits repaid on time so far",
+        "no credits taken/ all credits paid back duly":
+            "No credits taken, or all credits repaid on time",
+    },
+    "purpose": {
+        "business": "Loan for a business", "car (new)": "Loan for a new car",
+        "car (used)": "Loan for a used car",
+        "domestic appliances": "Loan for domestic appliances",
+        "education": "Loan for education",
+        "furniture/equipment": "Loan for furniture or equipment",
+        "others": "Loan for another purpose", "radio/television": "Loan for a radio or television",
+        "repairs": "Loan for repairs", "retraining": "Loan for retraining",
+    },
+    "savings_account_and_bonds": {
+        "... < 100 DM": "Savings below 100 DM",
+        "... >= 1000 DM": "Savings of 1,000 DM or more",
+        "100 <= ... < 500 DM": "Savings between 100 and 500 DM",
+        "500 <= ... < 1000 DM": "Savings between 500 and 1,000 DM",
+        "unknown/ no savings account": "No savings account, or savings unknown",
+    },
+    "present_employment_since": {
+        "... < 1 year": "Employed for less than a year",
+        "... >= 7 years": "Employed for 7 years or more",
+        "1 <= ... < 4 years": "Employed for 1 to 4 years",
+        "4 <= ... < 7 years": "Employed for 4 to 7 years",
+        "unemployed": "Unemployed",
+    },
+    "personal_status_and_sex": {
+        "female : divorced/separated/married": "Female, divorced, separated or married",
+        "male : divorced/separated": "Male, divorced or separated",
+        "male : married/widowed": "Male, married or widowed",
+        "male : single": "Male, single",
+    },
+    "other_debtors_or_guarantors": {
+        "co-applicant": "A co-applicant on the loan", "guarantor": "A guarantor for the loan",
+        "none": "No co-applicant or guarantor",
+    },
+    "property": {
+        "building society savings agreement/ life insurance":
+            "Most valuable property: building society savings or life insurance",
+        "car or other, not in attribute Savings account/bonds":
+            "Most valuable property: a car or other property",
+        "real estate": "Owns real estate",
+        "unknown / no property": "No known property",
+    },
+    "other_installment_plans": {
+        "bank": "Other installment plans with a bank", "none": "No other installment plans",
+        "stores": "Other installment plans with stores",
+    },
+    "housing": {"for free": "Lives rent-free", "own": "Owns their home",
+                "rent": "Rents their home"},
+    "job": {
+        "management/ self-employed/ highly qualified employee/ officer":
+            "Manager, self-employed, highly qualified employee or officer",
+        "skilled employee / official": "Skilled employee or official",
+        "unemployed/ unskilled - non-resident": "Unemployed or unskilled, non-resident",
+        "unskilled - resident": "Unskilled, resident",
+    },
+    "telephone": {"none": "No telephone registered",
+                  "yes, registered under the customers name":
+                      "Telephone registered in the applicant's name"},
+    "foreign_worker": {"no": "Not a foreign worker", "yes": "Foreign worker"},
+}
+"""Categorical attribute -> category -> a phrase saying the applicant has it."""
+
+REASON_CODES: dict[str, str] = {
+    "status_of_existing_checking_account": "checking_account",
+    "duration_in_month": "loan_duration",
+    "credit_history": "credit_history",
+    "purpose": "loan_purpose",
+    "credit_amount": "credit_amount",
+    "savings_account_and_bonds": "savings",
+    "present_employment_since": "employment_length",
+    "installment_rate_in_percentage_of_disposable_income": "installment_rate",
+    "personal_status_and_sex": "personal_status",
+    "other_debtors_or_guarantors": "other_debtors",
+    "present_residence_since": "residence_length",
+    "property": "property",
+    "age_in_years": "age",
+    "other_installment_plans": "other_installment_plans",
+    "housing": "housing",
+    "number_of_existing_credits_at_this_bank": "existing_credits",
+    "job": "job",
+    "number_of_people_being_liable_to_provide_maintenance_for": "dependants",
+    "telephone": "telephone",
+    "foreign_worker": "foreign_worker",
+}
+"""Attribute -> short stable reason code."""
+
+CLASS_DESCRIPTIONS: dict[str, str] = {"good": "repaid loans", "bad": "loans not repaid"}
+"""Class name -> plural noun phrase for the reference rows of that class."""
+
+PROTECTED: list[str] = ["personal_status_and_sex", "age_in_years", "foreign_worker"]
+"""Attributes never given to an applicant as a reason for a refusal: sex and marital
+status, age, and national origin are prohibited bases (explanations still report what
+they contributed, apart, for review)."""
+
 CATEGORICAL_INDICES: list[int] = [i for i, n in enumerate(FEATURE_NAMES) if n in CATEGORIES]
 NUMERIC_INDICES: list[int] = [i for i, n in enumerate(FEATURE_NAMES) if n not in CATEGORIES]
 
@@ -198,13 +351,20 @@ def load_frame(csv: str | Path = DATA_CSV) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encoding_spec() -> dict[str, Any]:
-    """The content of ``encoding.json`` (feature names, categories, label, input)."""
+    """The content of ``encoding.json`` (feature names, categories, label, input, and
+    the wording of reasons)."""
     return {
         "feature_names": list(FEATURE_NAMES),
         "categorical": {str(i): list(CATEGORIES[FEATURE_NAMES[i]]) for i in CATEGORICAL_INDICES},
         "label": {str(k): v for k, v in LABEL.items()},
         "class_names": [LABEL[k] for k in sorted(LABEL)],
         "input": {"name": "input", "datatype": "FP32", "shape": [-1, len(FEATURE_NAMES)]},
+        "descriptions": dict(DESCRIPTIONS),
+        "units": dict(UNITS),
+        "category_descriptions": {k: dict(v) for k, v in CATEGORY_DESCRIPTIONS.items()},
+        "reason_codes": dict(REASON_CODES),
+        "class_descriptions": dict(CLASS_DESCRIPTIONS),
+        "protected": list(PROTECTED),
     }
 
 

@@ -8,6 +8,8 @@ Writes into ``--out``:
 
 * ``holdout.csv``: the stratified 20 % held-out rows (raw attributes and label);
 * ``reference.npy``: the encoded training rows, FP32 ``[800, 20]``, for explainers;
+* ``reference_outcomes.npy``: their outcomes, INT64 ``[800]`` (1 = good), so that
+  explanations compare an applicant with the repaid loans;
 * ``encoding.json``: the input encoding (see :mod:`examples.credit.encoding`);
 * ``input_schema.json``: every column's domain, for the gateway's ``input_schema``;
 * ``lr.joblib`` + ``lr.yaml``: scikit-learn pipeline, one-hot + scaling + logistic
@@ -60,6 +62,7 @@ ARTIFACTS: dict[str, str] = {
     "gbm": "gbm.onnx", "gbm_sklearn": "gbm.joblib", "gbm_settings": "gbm.yaml",
     "mlp": "mlp.pt", "mlp_settings": "mlp.yaml",
     "holdout": "holdout.csv", "reference": "reference.npy",
+    "reference_outcomes": "reference_outcomes.npy",
     "encoding": "encoding.json", "input_schema": "input_schema.json", "metrics": "metrics.json",
 }
 """Artifact key -> file name inside the output directory."""
@@ -151,7 +154,7 @@ def train(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     Returns:
         Artifact key -> path: ``lr``, ``lr_settings``, ``gbm``, ``gbm_sklearn``,
         ``gbm_settings``, ``mlp``, ``mlp_settings``, ``holdout``, ``reference``,
-        ``encoding``, ``input_schema``, ``metrics``.
+        ``reference_outcomes``, ``encoding``, ``input_schema``, ``metrics``.
     """
     from examples.credit import mlp
 
@@ -160,9 +163,11 @@ def train(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     train_frame, holdout = split(seed)
     x, y = _xy(train_frame)
     x_test, y_test = _xy(holdout)
-    paths = {"holdout": out / "holdout.csv", "reference": out / "reference.npy"}
+    paths = {"holdout": out / "holdout.csv", "reference": out / "reference.npy",
+             "reference_outcomes": out / "reference_outcomes.npy"}
     holdout.to_csv(paths["holdout"], index=False)
     np.save(paths["reference"], x)
+    np.save(paths["reference_outcomes"], y)
     paths["encoding"] = write_encoding(out)
     paths["input_schema"] = write_input_schema(out)
 
