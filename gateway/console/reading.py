@@ -37,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger("arbiter.console")
 
-READ_LIMIT = 1000
+READ_LIMIT = 5000
 """Most decisions one store read returns."""
 MAX_READS = 24
 """Most store reads one search for recent decisions makes."""
@@ -60,24 +60,30 @@ async def newest(store: DecisionStore, deployment: str, count: int,
     newest first.
 
     Reads windows ending where the previous one began, first one minute long, four
-    times longer after each sparse read (a window holding :data:`READ_LIMIT` or more is
-    read again eight times shorter), for at most :data:`MAX_READS` reads: a rare filter
-    over a long history may find fewer than there are.
+    times longer after each sparse read; a window holding more than twice ``count``
+    (at least 100, at most :data:`READ_LIMIT`) is read again eight times shorter, so a
+    read never returns many more decisions than asked for; when ``keep`` turns most of
+    a read down, the next reads are four times larger. At most :data:`MAX_READS` reads:
+    a rare filter over a long history may find fewer than there are.
     """
+    limit = min(max(2 * count, 100), READ_LIMIT)
     found: list[Decision] = []
     until = (time.time() if now is None else now) + 1.0
     span, reads = FIRST_SPAN_S, 0
     while len(found) < count and until > 0 and reads < MAX_READS:
         since = max(0.0, until - span)
-        batch = await store.list(deployment, since, until, READ_LIMIT)
+        batch = await store.list(deployment, since, until, limit)
         reads += 1
-        if len(batch) >= READ_LIMIT and span > 1e-3:
+        if len(batch) >= limit and span > 1e-3:
             span /= 8
             continue
-        found.extend(d for d in reversed(batch) if keep is None or keep(d))
+        kept = [d for d in reversed(batch) if keep is None or keep(d)]
+        found.extend(kept)
         until = since
-        if len(batch) < READ_LIMIT // 4:
+        if len(batch) < limit // 4:
             span *= 4
+        if 2 * len(kept) < len(batch):  # a rare filter: read more at once
+            limit, span = min(4 * limit, READ_LIMIT), 4 * span
     return found[:count]
 
 

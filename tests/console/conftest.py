@@ -5,7 +5,8 @@ ONNX Runtime, PyTorch), with traffic and truth feedback already sent:
   and foreign-worker status (the example's encoding: category names);
 * ``credit-cc``: champion-challenger (lr over gbm, mlp), each decision explained by
   kernel SHAP;
-* ``credit-shadow``: lr answers, gbm and mlp are mirrored.
+* ``credit-shadow``: lr answers, gbm and mlp are mirrored (the tests that send more
+  decisions send them here, so the others' counts stay as the fixture left them).
 
 Headless Chromium (Debian's ``/usr/bin/chromium``) driven by Playwright: the browser
 fixtures skip when either is missing, and fail instead when ``ARBITER_REQUIRE_BROWSER=1``
@@ -177,10 +178,12 @@ def refused_decision(run: ConsoleRun, deployment: str = "credit-cc") -> dict[str
 
 # -- the browser ---------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium through Playwright; skips (or fails with
-    ``ARBITER_REQUIRE_BROWSER=1``) when Chromium or Playwright is missing."""
+    ``ARBITER_REQUIRE_BROWSER=1``) when Chromium or Playwright is missing. One per
+    module: Playwright's synchronous API keeps an event loop running in the main thread
+    while it lives, which would stop later asyncio tests from running theirs."""
     problem = None
     try:
         from playwright.sync_api import sync_playwright

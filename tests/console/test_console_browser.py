@@ -160,7 +160,7 @@ def test_filters_list_refused_decisions_of_one_model(console_run, page, screensh
 
 def test_client_data_is_shown_as_text(console_run, holdout, page) -> None:
     attack = '</code><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
-    doc = infer(console_run.url, "credit", holdout[0][:1], id=attack,
+    doc = infer(console_run.url, "credit-shadow", holdout[0][:1], id=attack,
                 parameters={"note": attack})
     page.goto(f"{console_run.url}/console/decisions/{doc['parameters']['decision_id']}")
     assert page.evaluate("window.pwned") is None

@@ -11,7 +11,7 @@ from scipy import stats
 
 from gateway.config import StoreSpec
 from gateway.console.markup import Html, esc, json_script, tag
-from gateway.console.reading import READ_LIMIT, Encoding, arm_rows, newest, traffic
+from gateway.console.reading import Encoding, arm_rows, newest, traffic
 from gateway.decisions import Decision, build_store
 
 NOW = 1_800_000_000.0
@@ -32,7 +32,7 @@ async def _store_with(decisions: list[Decision]):
 
 async def test_newest_decisions_come_newest_first_from_dense_and_sparse_history() -> None:
     rng = random.Random(0)
-    burst = [_decision(i, NOW - 5 + rng.random() * 2) for i in range(READ_LIMIT * 2 + 300)]
+    burst = [_decision(i, NOW - 5 + rng.random() * 2) for i in range(2300)]
     sparse = [_decision(10_000 + i, NOW - 86_400 * (i + 1) - rng.random() * 3600)
               for i in range(40)]
     store = await _store_with(burst + sparse)
