@@ -20,13 +20,15 @@ import numpy as np
 
 from gateway.config import FeedbackSpec
 from gateway.decisions import MAX_RECORDED_ELEMENTS, Decision, DecisionStore, FeedbackRecorded
+from gateway.feedback_tokens import TOKEN_FIELD
 from gateway.metrics import GatewayMetrics
 from gateway.shadows import Shadows
 from protos.errors import DecisionNotFoundError, InvalidRequestError
 from routers.base import Outcome, Router
 from routers.state import Learning
 
-__all__ = ["FeedbackDesk", "FeedbackItem", "parse_feedback", "score_truth", "score_model"]
+__all__ = ["FIELDS", "FeedbackDesk", "FeedbackItem", "parse_feedback", "score_truth",
+           "score_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +48,25 @@ class FeedbackItem:
     correction: bool = False
 
 
+FIELDS = ("decision_id", "reward", "truth", "correction", TOKEN_FIELD)
+"""The fields a feedback item may have; any other is refused (a typo such as
+``corection`` must not turn a correction into a duplicate)."""
+
+
 def parse_feedback(item: Any) -> FeedbackItem:
     """Parse and check one item.
 
     Raises:
-        InvalidRequestError: not an object, no string ``decision_id``, not exactly one
-            of ``reward`` and ``truth``, a reward outside [0, 1], a non-boolean
-            ``correction``.
+        InvalidRequestError: not an object, a field not in :data:`FIELDS`, no string
+            ``decision_id``, not exactly one of ``reward`` and ``truth``, a reward
+            outside [0, 1], a non-boolean ``correction``.
     """
     if not isinstance(item, dict):
         raise InvalidRequestError("each feedback item must be an object")
+    unknown = sorted(str(name) for name in item if name not in FIELDS)
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown feedback field {unknown[0]!r} (a feedback item has {', '.join(FIELDS)})")
     decision_id = item.get("decision_id")
     if not isinstance(decision_id, str) or not decision_id:
         raise InvalidRequestError("feedback needs a string 'decision_id'")
