@@ -1,18 +1,33 @@
-"""Explanations of decisions (Alibi anchors, Kernel SHAP, Tree SHAP) for regulators.
+"""Explanations of decisions (linear, Tree and Kernel SHAP, Alibi anchors) with reasons a
+loan officer can send and the provenance a regulator can check.
 
 Importing this package does not import Alibi (slow, and only needed in worker
-processes); :mod:`explain.alibi` does.
+processes); :mod:`explain.alibi` and :mod:`explain.kernel` do.
 
 Modules: :mod:`explain.settings` (``ExplainSpec``), :mod:`explain.base` (``Explainer``,
-``Explanation``), :mod:`explain.alibi` (the three explainers), :mod:`explain.client`
-(OIP batch clients for remote models), :mod:`explain.predictors` (local model factory),
-:mod:`explain.worker` (``ExplanationWorker``: process pool, queue bound, deadline).
+``Explanation``, ``Reason``), :mod:`explain.linear` (exact linear SHAP),
+:mod:`explain.alibi` (anchors, Tree SHAP), :mod:`explain.kernel` (batched Kernel SHAP),
+:mod:`explain.registry` (method -> explainer), :mod:`explain.reasons` (reason codes in
+words), :mod:`explain.provenance` (records and reproduction), :mod:`explain.client` (OIP
+batch clients for remote models), :mod:`explain.predictors` (local model factories),
+:mod:`explain.process` (inside a worker process), :mod:`explain.worker`
+(``ExplanationWorker``: process pool, queue bound, deadline, batches).
 """
 
-from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
+from explain.base import (
+    Explainer,
+    ExplainerError,
+    Explanation,
+    FeatureSchema,
+    PredictFn,
+    Reason,
+)
 from explain.client import ModelEndpoint
-from explain.predictors import JoblibPredictor, PredictorFactory
-from explain.settings import ExplainSpec
+from explain.predictors import JoblibPredictor, PredictorFactory, TorchScriptPredictor
+from explain.provenance import ProvenanceError, reproduce
+from explain.reasons import ReasonWriter
+from explain.registry import explainer_for
+from explain.settings import AdverseSpec, ExplainSpec
 from explain.worker import (
     ExplanationResult,
     ExplanationStats,
@@ -22,6 +37,7 @@ from explain.worker import (
 )
 
 __all__ = [
+    "AdverseSpec",
     "ExplainSpec",
     "Explainer",
     "ExplainerError",
@@ -36,4 +52,10 @@ __all__ = [
     "ModelEndpoint",
     "PredictFn",
     "PredictorFactory",
+    "ProvenanceError",
+    "Reason",
+    "ReasonWriter",
+    "TorchScriptPredictor",
+    "explainer_for",
+    "reproduce",
 ]

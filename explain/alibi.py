@@ -1,14 +1,15 @@
-"""Explainers built on Alibi 0.9.4 (Apache-2.0; later Alibi releases are not).
+"""Explainers built on Alibi 0.9.4 (Apache-2.0; later Alibi releases are not): anchors
+and Tree SHAP. Kernel SHAP, batched across decisions, is in :mod:`explain.kernel`.
 
 Each class wraps one Alibi explainer and adds three things only: a batch prediction
 function swapped in per call (so one fitted explainer serves many requests), a fixed seed
 reset before every call (so the same model, row and seed always give the same result, the
-one Alibi gives when called directly), and rendering in the data's own terms.
+one Alibi gives when called directly), and rendering in the data's own terms, reasons
+included (:mod:`explain.reasons`).
 
 Sources: Ribeiro, Singh, Guestrin, "Anchors: High-Precision Model-Agnostic Explanations",
-AAAI 2018; Lundberg and Lee, "A Unified Approach to Interpreting Model Predictions"
-(Kernel SHAP), NeurIPS 2017; Lundberg et al., "From local explanations to global
-understanding with explainable AI for trees" (Tree SHAP), Nature MI 2020.
+AAAI 2018; Lundberg et al., "From local explanations to global understanding with
+explainable AI for trees" (Tree SHAP), Nature MI 2020.
 """
 
 from __future__ import annotations
@@ -20,22 +21,21 @@ from typing import Any
 
 import joblib
 import numpy as np
-from alibi.explainers import AnchorTabular, KernelShap, TreeShap
+from alibi.explainers import AnchorTabular, TreeShap
 
 from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
-from explain.settings import ExplainSpec
+from explain.shapley import shap_explanation
 
 __all__ = [
     "AnchorTabularExplainer",
-    "KernelShapExplainer",
     "TreeShapExplainer",
-    "explainer_for",
+    "PredictorSlot",
+    "categorical",
+    "check_reference",
 ]
 
-_TOP_ATTRIBUTES = 3
 
-
-class _PredictorSlot:
+class PredictorSlot:
     """The callable Alibi holds; forwards to the predict_fn bound for the current call.
 
     Alibi probes its predictor once at construction (to tell probabilities from labels);
@@ -62,7 +62,8 @@ class _PredictorSlot:
             self._fn = None
 
 
-def _categorical(schema: FeatureSchema) -> dict[int, list[str]] | None:
+def categorical(schema: FeatureSchema) -> dict[int, list[str]] | None:
+    """The schema's category map in Alibi's form (``None`` when there is none)."""
     return dict(schema.category_map) or None
 
 
@@ -71,12 +72,29 @@ def _probabilities(predict_fn: PredictFn, row: np.ndarray) -> list[float] | int:
     return int(out.reshape(-1)[0]) if out.ndim == 1 else [float(v) for v in out[0]]
 
 
+class _StepRecordingAnchor(AnchorTabular):
+    """Alibi's AnchorTabular, keeping the column of each step of the last anchor found
+    (Alibi merges the steps on one column when it names them; their precisions stay
+    one per step)."""
+
+    step_features: list[int]
+
+    def add_names_to_exp(self, explanation: dict[str, Any]) -> None:
+        self.step_features = [int(self.enc2feat_idx[i]) for i in explanation["feature"]]
+        super().add_names_to_exp(explanation)
+
+
 class AnchorTabularExplainer(Explainer):
     """Anchors of Alibi's ``AnchorTabular`` (categorical columns as integer codes).
 
     The result equals ``AnchorTabular(predict_fn, feature_names, category_map,
     seed=seed).fit(reference)`` followed by ``np.random.seed(seed)`` and
     ``explain(row[0], threshold=..., batch_size=..., coverage_samples=...)``.
+
+    Reasons (when the predicted class is adverse): the anchor's conditions in words, each
+    with the rise in precision it brought; the first condition's rise is measured from
+    the model's rate of that prediction on the reference rows (one model call over the
+    reference, made once per fitted explainer).
     """
 
     method = "anchor_tabular"
@@ -91,21 +109,30 @@ class AnchorTabularExplainer(Explainer):
         batch_size: int = 100,
         coverage_samples: int = 10_000,
         label_output: bool = False,
+        reasons: Any = None,
     ) -> None:
-        super().__init__(model, schema)
+        super().__init__(model, schema, reasons)
         self.seed = seed
         self.threshold = threshold
         self.batch_size = batch_size
         self.coverage_samples = coverage_samples
-        self._slot = _PredictorSlot(label_output)
-        self._anchor: AnchorTabular | None = None
+        self._slot = PredictorSlot(label_output)
+        self._anchor: _StepRecordingAnchor | None = None
+        self._reference: np.ndarray | None = None
+        self._reference_labels: np.ndarray | None = None
 
     def fit(self, reference: np.ndarray) -> None:
-        _check_reference(reference, self.schema)
-        anchor = AnchorTabular(
-            self._slot, list(self.schema.feature_names), _categorical(self.schema), seed=self.seed
+        check_reference(reference, self.schema)
+        self._reference = np.asarray(reference, dtype=np.float32)
+        self._reference_labels = None
+        anchor = _StepRecordingAnchor(
+            self._slot, list(self.schema.feature_names), categorical(self.schema), seed=self.seed
         )
-        self._anchor = anchor.fit(np.asarray(reference, dtype=np.float32))
+        self._anchor = anchor.fit(self._reference)
+
+    def parameters(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "batch_size": self.batch_size,
+                "coverage_samples": self.coverage_samples}
 
     def explain(self, row: np.ndarray, predict_fn: PredictFn | None) -> Explanation:
         if self._anchor is None:
@@ -115,6 +142,7 @@ class AnchorTabularExplainer(Explainer):
         row = self.check_row(row)
         with self._slot.bound(predict_fn):
             prediction = _probabilities(predict_fn, row)
+            base_labels = self._labels_on_reference(predict_fn)
             np.random.seed(self.seed)
             result = self._anchor.explain(
                 row[0],
@@ -127,6 +155,11 @@ class AnchorTabularExplainer(Explainer):
         anchor = self._render(row, features, list(result.anchor))
         precision, coverage = float(result.precision), float(result.coverage)
         name = self.schema.class_name(label)
+        reasons, withheld = [], []
+        if label in self.reasons.adverse and len(anchor) == len(features):
+            base = float(np.mean(base_labels == label))
+            gains = _gains(features, self._anchor.step_features, result.data["raw"], base)
+            reasons, withheld = self.reasons.from_anchor(row, features, anchor, gains)
         return Explanation(
             method=self.method,
             model=self.model,
@@ -135,11 +168,20 @@ class AnchorTabularExplainer(Explainer):
             explained_class_name=name,
             summary=_anchor_summary(name, anchor, precision, coverage),
             feature_values=self.feature_values(row),
+            reasons=reasons,
+            withheld_reasons=withheld or None,
             anchor=anchor,
             anchor_features=features,
             precision=precision,
             coverage=coverage,
         )
+
+    def _labels_on_reference(self, predict_fn: PredictFn) -> np.ndarray:
+        """The model's predicted class of every reference row (computed once)."""
+        if self._reference_labels is None:
+            out = np.asarray(predict_fn(self._reference))
+            self._reference_labels = out.reshape(-1) if out.ndim == 1 else out.argmax(axis=1)
+        return self._reference_labels
 
     def _render(self, row: np.ndarray, features: list[int], names: list[str]) -> list[str]:
         """Alibi's conditions, with categorical ones as ``name = "category"``.
@@ -157,91 +199,35 @@ class AnchorTabularExplainer(Explainer):
         ]
 
 
-class KernelShapExplainer(Explainer):
-    """SHAP values of Alibi's ``KernelShap`` for the predicted class.
-
-    The background is the reference summarised to ``background_size`` rows (shap's
-    sampling with its fixed random_state). The model is first called, on the
-    background, by the first ``explain`` (fitting needs the model; the result is kept).
-    The result equals ``KernelShap(predict_fn, link, feature_names, category_map,
-    seed=seed).fit(reference, summarise_background=True, n_background_samples=...)``
-    followed by ``np.random.seed(seed)`` and ``explain(row, nsamples=...)``.
-    """
-
-    method = "kernel_shap"
-
-    def __init__(
-        self,
-        model: str,
-        schema: FeatureSchema,
-        *,
-        seed: int = 0,
-        nsamples: int | str = "auto",
-        link: str = "identity",
-        background_size: int = 100,
-    ) -> None:
-        super().__init__(model, schema)
-        self.seed = seed
-        self.nsamples = nsamples
-        self.link = link
-        self.background_size = background_size
-        self._slot = _PredictorSlot(label_output=False)
-        self._reference: np.ndarray | None = None
-        self._shap: KernelShap | None = None
-
-    def fit(self, reference: np.ndarray) -> None:
-        _check_reference(reference, self.schema)
-        self._reference = np.asarray(reference, dtype=np.float32)
-        self._shap = None
-
-    def explain(self, row: np.ndarray, predict_fn: PredictFn | None) -> Explanation:
-        if self._reference is None:
-            raise ExplainerError("kernel_shap explainer is not fitted")
-        if predict_fn is None:
-            raise ExplainerError("kernel_shap needs a predict_fn")
-        row = self.check_row(row)
-        with self._slot.bound(predict_fn):
-            shap = self._fitted_shap()
-            prediction = _probabilities(predict_fn, row)
-            np.random.seed(self.seed)
-            result = shap.explain(row, nsamples=self.nsamples, silent=True)
-        label = int(result.data["raw"]["prediction"][0])
-        units = "probability" if self.link == "identity" else "log-odds"
-        return _shap_explanation(self, row, prediction, result.data, label, units)
-
-    def _fitted_shap(self) -> KernelShap:
-        if self._shap is None:
-            shap = KernelShap(
-                self._slot,
-                link=self.link,
-                feature_names=list(self.schema.feature_names),
-                categorical_names=_categorical(self.schema),
-                task="classification",
-                seed=self.seed,
-            )
-            shap.fit(
-                self._reference,
-                summarise_background=True,
-                n_background_samples=self.background_size,
-            )
-            self._shap = shap
-        return self._shap
+def _gains(
+    features: list[int], steps: list[int], raw: dict[str, Any], base: float
+) -> list[float]:
+    """Rise in precision brought by each anchor condition (the sum over its steps)."""
+    precisions = [base] + [float(p) for p in raw["precision"]]
+    gains = dict.fromkeys(features, 0.0)
+    for k, feature in enumerate(steps[: len(precisions) - 1]):
+        gains[feature] = gains.get(feature, 0.0) + precisions[k + 1] - precisions[k]
+    return [gains[f] for f in features]
 
 
 class TreeShapExplainer(Explainer):
     """Exact (path-dependent) SHAP values of Alibi's ``TreeShap`` on a local tree model.
 
     The model is loaded with joblib from ``artifact`` at fit; explanations make no
-    remote call. Values are of the raw output (log-odds for sklearn gradient boosting);
-    a single-output binary model is explained for its positive class (index 1). The
-    result equals ``TreeShap(model, model_output="raw", feature_names, category_map,
+    remote call, and a batch of rows is one call of the tree algorithm. Values are of
+    the raw output (log-odds for sklearn gradient boosting); a single-output binary
+    model is explained for its positive class (index 1). For each row the result equals
+    ``TreeShap(model, model_output="raw", feature_names, category_map,
     task="classification", seed=seed).fit()`` followed by ``explain(row)``.
     """
 
     method = "tree_shap"
 
-    def __init__(self, model: str, schema: FeatureSchema, *, artifact: Path, seed: int = 0) -> None:
-        super().__init__(model, schema)
+    def __init__(
+        self, model: str, schema: FeatureSchema, *, artifact: Path, seed: int = 0,
+        reasons: Any = None,
+    ) -> None:
+        super().__init__(model, schema, reasons)
         self.artifact = Path(artifact)
         self.seed = seed
         self._tree: Any = None
@@ -254,53 +240,41 @@ class TreeShapExplainer(Explainer):
             self._tree,
             model_output="raw",
             feature_names=list(self.schema.feature_names),
-            categorical_names=_categorical(self.schema),
+            categorical_names=categorical(self.schema),
             task="classification",
             seed=self.seed,
         )
         self._shap = shap.fit()
 
+    def parameters(self) -> dict[str, Any]:
+        return {"model_output": "raw", "feature_perturbation": "tree_path_dependent"}
+
     def explain(self, row: np.ndarray, predict_fn: PredictFn | None = None) -> Explanation:
+        return self.explain_batch(self.check_row(row), predict_fn)[0]
+
+    def explain_batch(
+        self, rows: np.ndarray, predict_fn: PredictFn | None = None
+    ) -> list[Explanation]:
+        """Explain every row with one call of Tree SHAP."""
         if self._shap is None:
             raise ExplainerError("tree_shap explainer is not fitted")
-        row = self.check_row(row)
+        rows = self.check_rows(rows)
         np.random.seed(self.seed)
-        result = self._shap.explain(row)
-        raw = np.asarray(result.data["raw"]["raw_prediction"], dtype=float).reshape(1, -1)[0]
-        label = 1 if raw.size == 1 else int(np.argmax(raw))
-        prediction = _probabilities(self._tree.predict_proba, row)
-        return _shap_explanation(self, row, prediction, result.data, label, "log-odds")
-
-
-def _shap_explanation(
-    explainer: Explainer,
-    row: np.ndarray,
-    prediction: list[float] | int,
-    data: dict[str, Any],
-    label: int,
-    units: str,
-) -> Explanation:
-    """Build the SHAP explanation of output ``label`` (or the only output) from Alibi's data."""
-    outputs = data["shap_values"]
-    index = label if len(outputs) > 1 else 0
-    values = np.asarray(outputs[index], dtype=float).reshape(-1)
-    expected = float(np.atleast_1d(data["expected_value"])[index])
-    names = explainer.schema.feature_names
-    shap_values = {name: float(v) for name, v in zip(names, values, strict=True)}
-    class_name = explainer.schema.class_name(label)
-    summary = _shap_summary(explainer.schema, row, class_name, values, expected, units)
-    return Explanation(
-        method=explainer.method,
-        model=explainer.model,
-        prediction=prediction,
-        explained_class=label,
-        explained_class_name=class_name,
-        summary=summary,
-        feature_values=explainer.feature_values(row),
-        shap_values=shap_values,
-        expected_value=expected,
-        output_units=units,
-    )
+        data = self._shap.explain(rows).data
+        values = np.stack(
+            [np.asarray(v, dtype=np.float64).reshape(len(rows), -1) for v in data["shap_values"]],
+            axis=1,
+        )
+        expected = np.atleast_1d(np.asarray(data["expected_value"], dtype=np.float64))
+        raw = np.asarray(data["raw"]["raw_prediction"], dtype=np.float64).reshape(len(rows), -1)
+        probabilities = np.asarray(self._tree.predict_proba(rows), dtype=np.float64)
+        return [
+            shap_explanation(
+                self, rows[i : i + 1], [float(p) for p in probabilities[i]], values[i], expected,
+                1 if raw.shape[1] == 1 else int(np.argmax(raw[i])), "log-odds",
+            )
+            for i in range(len(rows))
+        ]
 
 
 def _anchor_summary(class_name: str, anchor: list[str], precision: float, coverage: float) -> str:
@@ -317,56 +291,8 @@ def _anchor_summary(class_name: str, anchor: list[str], precision: float, covera
     )
 
 
-def _shap_summary(
-    schema: FeatureSchema,
-    row: np.ndarray,
-    class_name: str,
-    values: np.ndarray,
-    expected: float,
-    units: str,
-) -> str:
-    top = np.argsort(-np.abs(values), kind="stable")[:_TOP_ATTRIBUTES]
-    parts = [f"{schema.condition(int(i), row[0, int(i)])} ({values[i]:+.3f})" for i in top]
-    listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
-    total = expected + float(values.sum())
-    return (
-        f'The {units} of "{class_name}" is {total:.3f} against an average of {expected:.3f}; '
-        f"the attributes that moved it most were {listed}."
-    )
-
-
-def _check_reference(reference: np.ndarray, schema: FeatureSchema) -> None:
+def check_reference(reference: np.ndarray, schema: FeatureSchema) -> None:
+    """Raise ExplainerError unless ``reference`` is ``[rows >= 1, n_features]``."""
     n = len(schema.feature_names)
     if reference.ndim != 2 or reference.shape[1] != n or reference.shape[0] == 0:
         raise ExplainerError(f"reference must be [rows, {n}], got shape {reference.shape}")
-
-
-def explainer_for(spec: ExplainSpec, model: str, schema: FeatureSchema) -> Explainer:
-    """The (unfitted) explainer ``spec`` asks for, for model key ``model``.
-
-    Raises:
-        ExplainerError: tree_shap and no ``model_artifact`` for ``model``.
-    """
-    if spec.method == "anchor_tabular":
-        return AnchorTabularExplainer(
-            model,
-            schema,
-            seed=spec.seed,
-            threshold=spec.anchor_threshold,
-            batch_size=spec.anchor_batch_size,
-            coverage_samples=spec.anchor_coverage_samples,
-            label_output=spec.output == "label",
-        )
-    if spec.method == "kernel_shap":
-        return KernelShapExplainer(
-            model,
-            schema,
-            seed=spec.seed,
-            nsamples=spec.kernel_shap_nsamples,
-            link=spec.kernel_shap_link,
-            background_size=spec.background_size,
-        )
-    artifact = spec.model_artifact.get(model)
-    if artifact is None:
-        raise ExplainerError(f"tree_shap: no model_artifact for model {model!r}")
-    return TreeShapExplainer(model, schema, artifact=artifact, seed=spec.seed)

@@ -3,8 +3,8 @@
 The worker is given, per model key, a zero-argument picklable callable; each worker
 process calls it once and uses what it returns as the explainer's batch ``predict_fn``.
 :class:`explain.client.ModelEndpoint` is the factory for a remote model;
-:class:`JoblibPredictor` is the one for a model file on local disk (a wrapper pod, a
-notebook, a test).
+:class:`JoblibPredictor` and :class:`TorchScriptPredictor` are the ones for a model file
+on local disk (a wrapper pod, a notebook, a test).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from explain.base import PredictFn
 
-__all__ = ["PredictorFactory", "JoblibPredictor"]
+__all__ = ["PredictorFactory", "JoblibPredictor", "TorchScriptPredictor"]
 
 PredictorFactory = Callable[[], PredictFn]
 """Zero-argument picklable callable run once in a worker process; returns ``predict_fn``."""
@@ -44,5 +44,35 @@ class JoblibPredictor:
 
         def predict(X: np.ndarray) -> np.ndarray:
             return np.asarray(method(X))
+
+        return predict
+
+
+@dataclass(frozen=True, slots=True)
+class TorchScriptPredictor:
+    """A TorchScript classifier on local disk returning ``(label, probabilities)`` or
+    probabilities alone (the credit MLP's convention).
+
+    Attributes:
+        path: the ``.pt`` file saved with ``torch.jit.save``.
+        output: ``probabilities`` (``[k, classes]`` float32) or ``label`` (``[k]``).
+    """
+
+    path: Path
+    output: str = "probabilities"
+
+    def __call__(self) -> PredictFn:
+        """Load the module (torch imported here, in the worker process); return its
+        batch prediction function."""
+        import torch
+
+        module = torch.jit.load(str(self.path)).eval()
+        index = 0 if self.output == "label" else 1
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                out = module(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
+            out = out[index] if isinstance(out, tuple) else out
+            return out.numpy()
 
         return predict

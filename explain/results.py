@@ -3,6 +3,15 @@
 Statuses: ``pending`` (recorded by the caller until the result arrives), ``done``,
 ``skipped`` and ``failed``; reasons are a bounded set (see :mod:`explain.worker`), fit
 for metric labels.
+
+The result document (:meth:`ExplanationResult.to_dict`)::
+
+    {"decision_id", "model", "status", "reason"?, "detail"?, "latency_s"?, "method"?,
+     "reasons": [{"feature", "code", "sentence", "contribution", "value"}, ...],
+     "withheld_reasons"?: [...], "provenance": {...},
+     "explanation": {the method's own output: shap_values / anchor, summary, ...}}
+
+``reasons``, ``withheld_reasons`` and ``provenance`` are present when done.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ class ExplanationResult:
         detail: free text for ``explainer error`` (exception type and message).
         explanation: the explanation when done.
         latency_s: seconds from submission to the result (done and failed).
+        method: the explanation method of the model (when known).
     """
 
     decision_id: str
@@ -42,6 +52,7 @@ class ExplanationResult:
     detail: str | None = None
     explanation: Explanation | None = None
     latency_s: float | None = None
+    method: str | None = None
 
     @classmethod
     def pending(cls, decision_id: str, model: str) -> ExplanationResult:
@@ -49,21 +60,30 @@ class ExplanationResult:
         return cls(decision_id, model, "pending")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (the explanation via :meth:`Explanation.to_dict`)."""
+        """JSON-able form (see the module docstring): the explanation via
+        :meth:`Explanation.to_dict`, its reasons and provenance lifted beside the status."""
         out = {k: v for k, v in asdict(self).items() if v is not None and k != "explanation"}
         if self.explanation is not None:
-            out["explanation"] = self.explanation.to_dict()
+            doc = self.explanation.to_dict()
+            for key in ("reasons", "withheld_reasons", "provenance"):
+                if key in doc:
+                    out[key] = doc.pop(key)
+            out["explanation"] = doc
         return out
 
 
 @dataclass(slots=True)
 class ExplanationStats:
-    """Counters for metrics (monotonic except ``queue_depth``).
+    """Counters for metrics (monotonic except the backlog gauges).
 
     Attributes:
         done, skipped, failed: results by status.
         reasons: ``"<status>/<reason>"`` -> count, e.g. ``"skipped/queue full"``.
-        queue_depth: explanations pending now (queued or running).
+        queue_depth: explanations pending now (waiting for a process or running).
+        backlog: explanations waiting for a process now (not yet started).
+        oldest_pending_age_s: seconds since the oldest pending explanation was submitted
+            (0 when none is pending); measured when ``ExplanationWorker.stats`` is read.
+        batches: worker tasks started (each explains up to ``max_batch`` decisions).
         latency_s_sum, latency_count: sum and count of latencies of done explanations.
     """
 
@@ -72,5 +92,8 @@ class ExplanationStats:
     failed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     queue_depth: int = 0
+    backlog: int = 0
+    oldest_pending_age_s: float = 0.0
+    batches: int = 0
     latency_s_sum: float = 0.0
     latency_count: int = 0

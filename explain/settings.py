@@ -1,9 +1,12 @@
 """Settings of the explanation of a deployment's decisions.
 
-One :class:`ExplainSpec` per deployment says which method explains its decisions, what
-data the explainer is fitted on, how the data is encoded (so explanations speak in the
-data's own terms), and the budget (sampling, queue, deadline, processes) of the worker
-that runs explanations off the event loop. Validation errors name the offending field.
+One :class:`ExplainSpec` per deployment says which method explains each model's decisions
+(``method``, overridden per model by ``methods``), which decisions are explained
+(``when``: refusals, as ``adverse`` defines them, all, or a sample), what data the
+explainer is fitted on, how the data is encoded and worded (so explanations and their
+reasons speak in the data's own terms), and the budget (queue, deadline, batch,
+processes) of the worker that runs explanations off the event loop. Validation errors
+name the offending field.
 
 :meth:`ExplainSpec.schema` and :meth:`ExplainSpec.load_reference` read files; call them
 once at startup (the worker does) so that a bad path fails the deployment, not a request.
@@ -11,24 +14,62 @@ once at startup (the worker does) so that a bad path fails the deployment, not a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from explain.base import FeatureSchema
 
-__all__ = ["ExplainSpec", "ExplainMethod", "ExplainMode"]
+__all__ = [
+    "ExplainSpec",
+    "AdverseSpec",
+    "ExplainMethod",
+    "ExplainMode",
+    "ExplainWhen",
+    "LOCAL_METHODS",
+]
 
-ExplainMethod = Literal["anchor_tabular", "kernel_shap", "tree_shap"]
+ExplainMethod = Literal["anchor_tabular", "kernel_shap", "linear_shap", "tree_shap"]
 ExplainMode = Literal["inline", "async", "off"]
+ExplainWhen = Literal["refusals", "all", "sample"]
+
+LOCAL_METHODS: frozenset[str] = frozenset({"linear_shap", "tree_shap"})
+"""Methods that explain a local copy of the model (``model_artifact``), with no model call."""
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 CategoryNames = Annotated[list[NonEmptyStr], Field(min_length=1)]
 
 _DATA_SUFFIXES = (".npy", ".csv")
+
+
+class AdverseSpec(BaseModel):
+    """Which outcome of the models is adverse (a refusal, which must be explained)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: NonEmptyStr = Field(
+        default="label",
+        description="Model output that carries the decision: a [batch] label output (its "
+        "values are compared with 'values') or a [batch, classes] probability output (the "
+        "index of its largest column is).",
+    )
+    values: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="Adverse label values, which are class indices (columns of the "
+        "probability output): [0] for 'bad' when class_names are ['bad', 'good'].",
+    )
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[int]) -> list[int]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"values must be distinct, got {values}")
+        return values
 
 
 class ExplainSpec(BaseModel):
@@ -37,9 +78,34 @@ class ExplainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: ExplainMethod = Field(
-        description="Explanation method: 'anchor_tabular' (Alibi anchors: if-then rules with "
-        "precision and coverage), 'kernel_shap' (model-agnostic SHAP values) or 'tree_shap' "
-        "(exact SHAP values of a local tree model)."
+        description="Explanation method of the models 'methods' does not name: "
+        "'linear_shap' (exact SHAP values of a local linear model, closed form on its "
+        "log-odds), 'tree_shap' (exact SHAP values of a local tree model), 'kernel_shap' "
+        "(model-agnostic SHAP values, one model call per batch of decisions) or "
+        "'anchor_tabular' (Alibi anchors: if-then rules with precision and coverage)."
+    )
+    methods: dict[NonEmptyStr, ExplainMethod] = Field(
+        default_factory=dict,
+        description="Model key -> explanation method of that model, for example "
+        "{lr: linear_shap, gbm: tree_shap, mlp: kernel_shap}; other models use 'method'.",
+    )
+    when: ExplainWhen = Field(
+        default="refusals",
+        description="Which decisions are explained: 'refusals' (every decision whose "
+        "outcome is adverse, see 'adverse'), 'all', or 'sample' (every adverse decision and "
+        "a sample_rate share of the others). Giving sample_rate without when means "
+        "'sample'.",
+    )
+    adverse: AdverseSpec = Field(
+        default_factory=AdverseSpec,
+        description="Which model outcome is adverse: reasons name what pushed toward it, "
+        "and 'refusals' explains the decisions that have it.",
+    )
+    reasons_top_k: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Most reasons per explanation (adverse-action notices name up to four).",
     )
     mode: ExplainMode = Field(
         default="async",
@@ -49,8 +115,17 @@ class ExplainSpec(BaseModel):
     reference_data: Path | None = Field(
         default=None,
         description="Path of a .npy or .csv file of encoded rows (one row per applicant, the "
-        "model's input columns) that the explainer is fitted on. Required by anchor_tabular "
-        "and kernel_shap; tree_shap uses the trees' own path statistics.",
+        "model's input columns) that the explainer is fitted on. Required by anchor_tabular, "
+        "kernel_shap and linear_shap (its mean is linear_shap's baseline); tree_shap uses "
+        "the trees' own path statistics. Numeric reasons compare with its medians.",
+    )
+    reference_outcomes: Path | None = Field(
+        default=None,
+        description="Path of a .npy or .csv file with the outcome (label value) of each "
+        "reference row, in the same order. Numeric reasons then compare the applicant's "
+        "value with the median among the favourable (not adverse) reference rows, e.g. "
+        "'above the median of 18 months among repaid loans'; without it, with the median "
+        "of every reference row.",
     )
     feature_names: list[NonEmptyStr] | None = Field(
         default=None,
@@ -72,8 +147,11 @@ class ExplainSpec(BaseModel):
     encoding: Path | None = Field(
         default=None,
         description="Path of an encoding.json: {'feature_names': [...], 'categorical': "
-        "{'<column index>': [category names]}, 'class_names': [...] (optional)}. "
-        "Alternative to feature_names / category_map / class_names.",
+        "{'<column index>': [category names]}, 'class_names': [...] (optional)} and, for "
+        "reasons in words, optional 'descriptions', 'units', 'category_descriptions', "
+        "'reason_codes', 'class_descriptions' and 'protected' (see "
+        "explain.base.FeatureSchema.from_encoding). Alternative to feature_names / "
+        "category_map / class_names (which give reasons in column names).",
     )
     output: NonEmptyStr = Field(
         default="probabilities",
@@ -82,7 +160,12 @@ class ExplainSpec(BaseModel):
         "(e.g. 'label').",
     )
     sample_rate: float = Field(
-        default=1.0, ge=0.0, le=1.0, description="Fraction of decisions explained (0..1)."
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="when: sample: share of the decisions that are not adverse that are "
+        "explained (0..1). An ExplanationWorker used on its own keeps this share of the "
+        "decisions it is given.",
     )
     max_queue: int = Field(
         default=64,
@@ -98,6 +181,14 @@ class ExplainSpec(BaseModel):
     )
     workers: int = Field(
         default=1, ge=1, le=64, description="Worker processes that compute explanations."
+    )
+    max_batch: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Most pending decisions of one model explained together in one worker "
+        "task: one model call for kernel_shap, one vectorised computation for linear_shap "
+        "and tree_shap, one after the other for anchor_tabular.",
     )
     seed: int = Field(
         default=0,
@@ -141,9 +232,18 @@ class ExplainSpec(BaseModel):
     )
     model_artifact: dict[NonEmptyStr, Path] = Field(
         default_factory=dict,
-        description="tree_shap: model key -> path of a joblib-saved tree model (for example "
-        "sklearn GradientBoostingClassifier) explained locally.",
+        description="tree_shap and linear_shap: model key -> path of the joblib-saved model "
+        "explained locally: a tree ensemble (for example sklearn "
+        "GradientBoostingClassifier) or a binary linear classifier (a LogisticRegression, "
+        "alone or at the end of a Pipeline of column-wise transforms).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sample_rate_means_sample(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sample_rate" in data and "when" not in data:
+            return {**data, "when": "sample"}
+        return data
 
     @model_validator(mode="after")
     def _check_schema_source(self) -> ExplainSpec:
@@ -161,20 +261,75 @@ class ExplainSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_method_needs(self) -> ExplainSpec:
-        if self.method == "tree_shap" and not self.model_artifact:
-            raise ValueError("tree_shap needs model_artifact (model key -> joblib tree model path)")
+        if self.method in LOCAL_METHODS and not self.model_artifact:
+            raise ValueError(
+                f"{self.method} needs model_artifact (model key -> joblib model path)"
+            )
         if self.method != "tree_shap" and self.reference_data is None:
             raise ValueError(f"{self.method} needs reference_data (a .npy or .csv of encoded rows)")
         if self.method == "kernel_shap" and self.output == "label":
             raise ValueError("kernel_shap needs a probability output, not 'label'")
-        if self.reference_data is not None and self.reference_data.suffix not in _DATA_SUFFIXES:
+        for model, method in self.methods.items():
+            self._check_model_method(model, method)
+        for name in ("reference_data", "reference_outcomes"):
+            path = getattr(self, name)
+            if path is not None and path.suffix not in _DATA_SUFFIXES:
+                raise ValueError(f"{name} must be a .npy or .csv file, got {path}")
+        if self.reference_outcomes is not None and self.reference_data is None:
+            raise ValueError("reference_outcomes needs reference_data")
+        if self.when != "sample" and self.sample_rate != 1.0:
             raise ValueError(
-                f"reference_data must be a .npy or .csv file, got {self.reference_data}"
+                f"sample_rate {self.sample_rate} applies only with when: sample "
+                f"(when is {self.when!r})"
             )
         return self
 
+    def _check_model_method(self, model: str, method: str) -> None:
+        if method in LOCAL_METHODS and model not in self.model_artifact:
+            raise ValueError(
+                f"methods.{model}: {method} needs model_artifact.{model} (a joblib model path)"
+            )
+        if method != "tree_shap" and self.reference_data is None:
+            raise ValueError(f"methods.{model}: {method} needs reference_data")
+        if method == "kernel_shap" and self.output == "label":
+            raise ValueError(f"methods.{model}: kernel_shap needs a probability output, "
+                             "not output: label")
+
+    def method_for(self, model: str) -> ExplainMethod:
+        """The method that explains ``model``'s decisions (``methods``, else ``method``)."""
+        return self.methods.get(model, self.method)
+
+    def check_models(self, models: Iterable[str]) -> None:
+        """Check that every model of a deployment can be explained.
+
+        Raises:
+            ValueError: a model explained locally has no ``model_artifact`` (the message
+                names the field).
+        """
+        for model in models:
+            method = self.method_for(model)
+            if method in LOCAL_METHODS and model not in self.model_artifact:
+                raise ValueError(
+                    f"model_artifact lacks {model!r} ({method} explains it locally)"
+                )
+
+    def resolved(self, base: Path) -> ExplainSpec:
+        """This spec with every relative path (reference data and outcomes, encoding,
+        model artifacts) taken relative to the directory ``base``."""
+
+        def resolve(path: Path | None) -> Path | None:
+            return base / path if path is not None and not path.is_absolute() else path
+
+        return self.model_copy(update={
+            "reference_data": resolve(self.reference_data),
+            "reference_outcomes": resolve(self.reference_outcomes),
+            "encoding": resolve(self.encoding),
+            "model_artifact": {k: resolve(v) for k, v in self.model_artifact.items()},
+        })
+
     def schema(self) -> FeatureSchema:
-        """The feature names, categories and class names, read from ``encoding`` if given.
+        """The feature names, categories, class names and wording, read from ``encoding``
+        if given (see :meth:`FeatureSchema.from_encoding`).
 
         Raises:
             OSError: the encoding file cannot be read.
@@ -184,16 +339,10 @@ class ExplainSpec(BaseModel):
             return FeatureSchema(
                 list(self.feature_names or []), dict(self.category_map or {}), self.class_names
             )
-        raw = orjson.loads(self.encoding.read_bytes())
         try:
-            names = [str(n) for n in raw["feature_names"]]
-            categorical = {
-                int(k): [str(c) for c in v] for k, v in raw.get("categorical", {}).items()
-            }
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{self.encoding}: not an encoding.json ({exc!r})") from exc
-        classes = raw.get("class_names")
-        return FeatureSchema(names, categorical, [str(c) for c in classes] if classes else None)
+            return FeatureSchema.from_encoding(orjson.loads(self.encoding.read_bytes()))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.encoding}: {exc}") from exc
 
     def load_reference(self) -> np.ndarray:
         """The reference rows as a float32 array ``[rows, features]``.
@@ -215,6 +364,25 @@ class ExplainSpec(BaseModel):
         if data.ndim != 2 or data.shape[0] == 0:
             raise ValueError(f"{path}: reference data must be a non-empty 2-D table")
         return data
+
+    def load_outcomes(self) -> np.ndarray | None:
+        """The outcome of each reference row, int64 ``[rows]``, or ``None`` when not given.
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: not one integer per line (.csv) or a 1-D integer array (.npy).
+        """
+        path = self.reference_outcomes
+        if path is None:
+            return None
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        else:
+            data = np.loadtxt(path, delimiter=",", skiprows=_header_lines(path), ndmin=1)
+        data = np.asarray(data)
+        if data.ndim != 1 or not np.all(np.equal(np.mod(data, 1), 0)):
+            raise ValueError(f"reference_outcomes {path}: must be one integer label per row")
+        return data.astype(np.int64)
 
 
 def _header_lines(path: Path) -> int:

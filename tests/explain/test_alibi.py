@@ -7,8 +7,9 @@ import orjson
 import pytest
 from alibi.explainers import AnchorTabular, KernelShap, TreeShap
 
-from explain.alibi import AnchorTabularExplainer, KernelShapExplainer, TreeShapExplainer
+from explain.alibi import AnchorTabularExplainer, TreeShapExplainer
 from explain.base import ExplainerError
+from explain.kernel import KernelShapExplainer
 
 SEED = 11
 NSAMPLES = 64

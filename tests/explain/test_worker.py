@@ -257,3 +257,98 @@ async def test_kernel_shap_over_rest(credit):
         await worker.close()
         await runner.cleanup()
     assert_no_children(pids)
+
+
+@pytest.mark.slow
+async def test_pending_decisions_are_batched_and_the_loop_never_waits(credit):
+    """Decisions submitted together leave in batches of max_batch (Kernel SHAP: one
+    model call each); submitting takes microseconds and the event loop keeps ticking
+    while the explanations run; the backlog and the oldest pending age are exposed."""
+    from explain.kernel import KernelShapExplainer
+
+    now = [100.0]
+    spec = make_spec(credit, method="kernel_shap", kernel_shap_nsamples=64, background_size=10,
+                     max_batch=8, workers=1)
+    worker = ExplanationWorker(spec, {"lr": JoblibPredictor(credit.lr_path)},
+                               clock=lambda: now[0])
+    assert await worker.start() == {}
+    started = time.perf_counter()
+    futures = [await worker.submit(f"d{i}", "lr", credit.row(i)) for i in range(9)]
+    submit_s = time.perf_counter() - started
+    assert (worker.stats.queue_depth, worker.stats.backlog) == (9, 9)
+    now[0] += 2.5
+    assert worker.stats.oldest_pending_age_s == 2.5
+    await asyncio.sleep(0)  # the dispatch: one batch of 8 leaves, one decision waits
+    assert (worker.stats.queue_depth, worker.stats.backlog, worker.stats.batches) == (9, 1, 1)
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    results = await asyncio.gather(*futures)
+    tick.cancel()
+    assert submit_s < 0.05 and lags and max(lags) < 0.1
+    assert [r.status for r in results] == ["done"] * 9
+    assert worker.stats.batches == 2 and worker.stats.backlog == 0
+    assert worker.stats.oldest_pending_age_s == 0.0
+    direct = KernelShapExplainer("lr", credit.schema, seed=SEED, nsamples=64, background_size=10)
+    direct.fit(credit.reference)
+    for i in (0, 8):
+        alone = direct.explain(credit.row(i), credit.lr.predict_proba)
+        got = results[i].explanation.shap_values
+        np.testing.assert_allclose([got[n] for n in credit.schema.feature_names],
+                                   [alone.shap_values[n] for n in credit.schema.feature_names],
+                                   rtol=0, atol=1e-6)
+    pids = pool_pids(worker)
+    await worker.close()
+    assert_no_children(pids)
+
+
+@pytest.mark.slow
+async def test_one_method_per_model_with_reasons_and_provenance(credit_models):
+    """lr by linear_shap, gbm by tree_shap, mlp by kernel_shap, in one worker; each
+    result document has the reasons and a provenance record that reproduces it."""
+    from examples.credit.encoding import load_frame
+    from explain.predictors import TorchScriptPredictor
+    from explain.provenance import reproduce
+
+    files = {"encoding": credit_models["encoding"], "reference_data": credit_models["reference"],
+             "reference_outcomes": credit_models["reference_outcomes"]}
+    spec = ExplainSpec(
+        method="kernel_shap", methods={"lr": "linear_shap", "gbm": "tree_shap"},
+        model_artifact={"lr": credit_models["lr"], "gbm": credit_models["gbm_sklearn"]},
+        kernel_shap_nsamples=64, background_size=10, seed=3, timeout_s=60, **files,
+    )
+    mlp = TorchScriptPredictor(credit_models["mlp"])
+    worker = ExplanationWorker(spec, {"mlp": mlp})
+    assert await worker.start() == {}
+    rows = load_frame(credit_models["holdout"])[0]
+    futures = {m: await worker.submit(f"d-{m}", m, rows[5]) for m in ("lr", "gbm", "mlp")}
+    documents = {m: (await f).to_dict() for m, f in futures.items()}
+    pids = pool_pids(worker)
+    await worker.close()
+    assert_no_children(pids)
+    units = {"lr": "log-odds", "gbm": "log-odds", "mlp": "probability"}
+    for model, doc in documents.items():
+        assert doc["status"] == "done" and doc["method"] == spec.method_for(model), doc
+        assert doc["latency_s"] > 0 and doc["explanation"]["output_units"] == units[model]
+        assert 1 <= len(doc["reasons"]) <= 4
+        for reason in doc["reasons"]:
+            assert set(reason) == {"feature", "code", "sentence", "contribution", "value"}
+            assert reason["contribution"] > 0 and "_" not in reason["sentence"]  # words
+        contributions = [r["contribution"] for r in doc["reasons"]]
+        assert contributions == sorted(contributions, reverse=True)
+        provenance = doc["provenance"]
+        assert (provenance["model"], provenance["seed"]) == (model, 3)
+        assert provenance["libraries"]["alibi"] == "0.9.4"
+        assert provenance["input"] == pytest.approx(rows[5].tolist())
+        artifact = spec.model_artifact.get(model)
+        again = reproduce(provenance, None if artifact else mlp(), model_artifact=artifact,
+                          **files)
+        assert again.to_dict()["shap_values"] == pytest.approx(
+            doc["explanation"]["shap_values"], abs=1e-6)
+        assert [r.feature for r in again.reasons] == [r["feature"] for r in doc["reasons"]]
