@@ -468,6 +468,13 @@ def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
         fairness = {d: _http("GET", f"{base}/v2/deployments/{d}/fairness?window=all")
                     for d in DEPLOYMENTS}
         report = build_report(replay, states, records, fairness)
+        try:  # the console's pages, readable after the gateway stops
+            from gateway.console.snapshot import write_snapshot
+
+            write_snapshot(base, out / "console")
+            print(f"console snapshot: {out / 'console' / 'index.html'}", flush=True)
+        except OSError as exc:
+            print(f"console snapshot failed: {exc}", flush=True)
     finally:
         code = up.stop()
     report["arbiter_up_exit_code"] = code

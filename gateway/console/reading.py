@@ -90,7 +90,7 @@ async def newest(store: DecisionStore, deployment: str, count: int,
 def traffic(decisions: list[Decision], arms: list[str], buckets: int | None = None
             ) -> dict[str, Any]:
     """Each arm's share of ``decisions`` (any order) in equal time buckets (by default
-    one per 20 decisions, from 1 to 24).
+    one per 20 decisions, from 2 to 24; one when they all came within a second).
 
     Returns:
         ``{"x": [bucket middle, Unix s], "series": [{"label": arm, "values": [share in
@@ -104,7 +104,8 @@ def traffic(decisions: list[Decision], arms: list[str], buckets: int | None = No
     if not times:
         return doc
     names = list(arms) + sorted({d.routed for d in decisions} - set(arms))
-    buckets = buckets or max(1, min(24, len(times) // 20))
+    if not buckets:  # one per 20 decisions, at least 2 unless they came within a second
+        buckets = 1 if times[-1] - times[0] < 1.0 else max(2, min(24, len(times) // 20))
     start, width = times[0], max((times[-1] - times[0]) / buckets, 1e-6)
     counts = [dict.fromkeys(names, 0) for _ in range(buckets)]
     for d in decisions:

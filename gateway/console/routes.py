@@ -207,8 +207,9 @@ class Console:
         name = request.match_info["name"]
         if name not in self.static:
             raise web.HTTPNotFound()
-        return web.Response(body=self.static[name], content_type=_STATIC[name], headers={
-            "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        return web.Response(body=self.static[name], content_type=_STATIC[name],
+                            charset="utf-8", headers={"Cache-Control": "public, max-age=3600",
+                                                      "X-Content-Type-Options": "nosniff"})
 
     # -- pages -----------------------------------------------------------------------
     def state(self, name: str) -> dict[str, Any]:

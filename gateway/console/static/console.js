@@ -11,14 +11,14 @@
                  "#c2255c", "#5c940d", "#364fc7", "#862e9c", "#a61e4d", "#087f5b"];
 
   function share(value) {
-    return value == null ? "–" : (100 * value).toFixed(1) + " %";
+    return value == null ? "\u2013" : (100 * value).toFixed(1) + " %";
   }
 
   function options(spec, width) {
     var category = spec.kind === "category";
     var series = [{
       label: category ? "bucket" : "time",
-      value: category ? function (u, i) { return i == null ? "–" : spec.labels[i]; }
+      value: category ? function (u, i) { return i == null ? "\u2013" : spec.labels[i]; }
                       : undefined
     }];
     spec.series.forEach(function (s, i) {
@@ -28,7 +28,7 @@
         width: 2,
         spanGaps: false,
         points: {show: true, size: 5},
-        value: function (u, v) { return spec.percent ? share(v) : (v == null ? "–" : v); }
+        value: function (u, v) { return spec.percent ? share(v) : (v == null ? "\u2013" : v); }
       });
     });
     var xAxis = {};
@@ -50,7 +50,10 @@
       series: series,
       axes: [xAxis, yAxis],
       scales: {
-        x: category ? {time: false, range: [-0.5, spec.x.length - 0.5]} : {time: true},
+        x: category ? {time: false, range: [-0.5, spec.x.length - 0.5]}
+          : spec.x.length === 1 ? {time: true, auto: false, min: spec.x[0] - 60,
+                                   max: spec.x[0] + 60}
+          : {time: true},
         y: spec.percent ? {range: [0, 1]} : {}
       },
       cursor: {drag: {x: false, y: false}}
