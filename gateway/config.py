@@ -253,8 +253,8 @@ class StoreSpec(_Spec):
     number of replicas on any nodes).
 
     Ambiguous blocks are refused rather than guessed: a block without ``kind``, ``dsn``
-    with a kind other than postgres, ``path`` with kind postgres (and, in a gateway
-    config, :data:`DSN_ENV` set with a store block of another kind). A config without a
+    with a kind other than postgres (and, in a gateway config, :data:`DSN_ENV` set with
+    a store block of another kind). A config without a
     store block uses SQLite (``arbiter.sqlite``), or PostgreSQL when :data:`DSN_ENV` is
     set (:attr:`origin` says which, for the startup log).
     """
@@ -337,9 +337,6 @@ class StoreSpec(_Spec):
         if self.kind != "postgres" and self.dsn is not None:
             raise ValueError(f"'dsn' is for kind postgres, but kind is {self.kind}: remove "
                              "dsn, or set kind: postgres")
-        if self.kind == "postgres" and "path" in self.model_fields_set:
-            raise ValueError("'path' is for kind sqlite, but kind is postgres: remove path, "
-                             "or set kind: sqlite")
         return self
 
     @property

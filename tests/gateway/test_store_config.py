@@ -37,13 +37,10 @@ def _config(tmp_path: Path, store: dict | None) -> Path:
      "'dsn' is for kind postgres, but kind is sqlite"),
     ({"kind": "memory", "dsn": "postgresql://db/a"}, None, "store",
      "'dsn' is for kind postgres, but kind is memory"),
-    ({"kind": "postgres", "dsn": "postgresql://db/a", "path": "x.sqlite"}, None, "store",
-     "'path' is for kind sqlite, but kind is postgres"),
     ({"kind": "sqlite", "path": "decisions.sqlite"}, "postgresql://db/a", "store.kind",
      f"but the environment variable {DSN_ENV} is set"),
     ({"kind": "postgres"}, None, "store", f"needs 'dsn' or the environment variable {DSN_ENV}"),
-], ids=["no-kind", "empty", "dsn-sqlite", "dsn-memory", "path-postgres", "env-sqlite",
-        "postgres-no-dsn"])
+], ids=["no-kind", "empty", "dsn-sqlite", "dsn-memory", "env-sqlite", "postgres-no-dsn"])
 def test_ambiguous_store_blocks_are_refused(store, env, field, words, tmp_path,
                                             monkeypatch) -> None:
     monkeypatch.delenv(DSN_ENV, raising=False)
