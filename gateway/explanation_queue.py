@@ -5,7 +5,8 @@ Each new decision meets the deployment's :class:`~gateway.explanation_policy.Exp
 * **adverse** (and every decision a client asks to have explained): a job goes into the
   decision store on the writer queue just before the decision, so the two commit
   together (``gateway.decisions.explanation_jobs``). When this process has room
-  (fewer than ``2 * workers`` such jobs running here, or always in ``inline`` mode) the
+  (fewer than ``workers * max_batch`` such jobs running here, enough to fill the
+  worker's batches; always in ``inline`` mode) the
   job is leased to it at once and explained here; otherwise it waits in the store for
   whichever process claims it first. A claim loop takes waiting jobs (free or past their
   lease: a process that died, a restart) whenever room frees up, and at least every
@@ -79,7 +80,7 @@ class ExplanationQueue:
         self.policy = ExplanationPolicy(spec)
         self.inline = spec.mode == "inline"
         self.deadline_s = float(getattr(spec, "inline_deadline_s", None) or spec.timeout_s)
-        self.room = 2 * spec.workers
+        self.room = spec.workers * max(2, int(getattr(spec, "max_batch", 2)))
         self.worker: Any = None
         self.running: dict[str, asyncio.Task] = {}
         """Decision id -> task, for every explanation running in this process."""
@@ -199,8 +200,8 @@ class ExplanationQueue:
                        for row in job.rows]
             results = [(await future).to_dict() for future in futures]
             document = results[0] if len(results) == 1 else _combine(results)
-            document.update(kind=job.kind, attempts=job.attempts, decided_at=job.created,
-                            explained_at=time.time())
+            document.update(decision_id=job.decision_id, kind=job.kind, attempts=job.attempts,
+                            decided_at=job.created, explained_at=time.time())
             for result in results:
                 if result.get("latency_s") is not None:
                     self.metrics.explanation_duration.labels(self.name).observe(
@@ -214,7 +215,8 @@ class ExplanationQueue:
             self.running.pop(job.decision_id, None)
             self.durable.discard(job.decision_id)
             self.metrics.explanation_queue.labels(self.name).set(len(self.running))
-            self._wake.set()
+            if self._owed:  # room freed for jobs known to wait; others are polled
+                self._wake.set()
 
     async def _record(self, job: ExplanationJob, durable: bool, document: dict) -> None:
         status = document["status"]
