@@ -91,7 +91,8 @@ def test_the_dashboard_covers_what_operators_watch(exported) -> None:
                    "arbiter_requests_total", "arbiter_request_duration_seconds_bucket",
                    "arbiter_upstream_duration_seconds_bucket", "arbiter_shed_requests_total",
                    "arbiter_failed_decisions_total", "arbiter_shadow_agreement_ratio",
-                   "arbiter_explanation_queue_depth", "arbiter_fairness",
+                   "arbiter_explanation_queue_depth", "arbiter_explanation_backlog",
+                   "arbiter_decision_store_up", "arbiter_fairness",
                    "arbiter_fairness_alert", "arbiter_upstream_breaker_state"):
         assert metric in text and metric in exported, metric
     dashboard = _dashboard()
