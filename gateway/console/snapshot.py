@@ -4,7 +4,8 @@ each other, readable offline after the gateway has stopped (the demo writes one)
 The crawl starts at ``/console/`` and follows the console's own links: every
 deployment and fairness page (each window), the decision lists without filters or by
 deployment, the first ``decisions`` decision pages they link to, and the static files.
-Forms (look-up, filters, sign-out) need the live console and are left as they are.
+Links to pages left out point nowhere; forms (look-up, filters, sign-out) need the live
+console and are left as they are.
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def write_snapshot(base_url: str, out: Path, token: str | None = None,
 
 
 def _relinked(match: re.Match, saved: set[str]) -> str:
+    """A saved page's file name; a page not saved points nowhere (forms keep theirs)."""
     attribute, link = match.group(1), html.unescape(match.group(2))
-    if attribute == "action" or link not in saved:
+    if attribute == "action":
         return match.group(0)
+    if link not in saved:
+        return f'{attribute}="#" title="not in this snapshot"'
     return f'{attribute}="{html.escape(snapshot_name(link))}"'
