@@ -4,8 +4,11 @@ Starts three model pods and the gateway with ``arbiter up`` (config from
 ``examples/credit/arbiter.yaml`` and ``gateway.yaml``, on free ports), replays the
 held-out applicants through the bandit, champion-challenger and shadow deployments with
 tritonclient (alternately REST and gRPC), sends each applicant's true outcome as
-delayed feedback by decision id, then prints and writes under ``--out``:
-``report.json``, ``traffic_share.png`` and, from the store with ``arbiter report``,
+delayed feedback by decision id, waits until every refusal of the champion-challenger
+deployment has its explanation (``GET /v2/decisions/{id}/explanation``), then prints and
+writes under ``--out``: ``report.json``, ``traffic_share.png``,
+``adverse_action_letter.txt`` (one refused applicant's letter with its principal
+reasons, see ``adverse_action.py``) and, from the store with ``arbiter report``,
 ``fairness/`` (approval and error rate per group over time, per model).
 
 Usage: ``python -m examples.credit.demo [--out out] [--passes 5] [--applicants 200]``
@@ -32,6 +35,7 @@ import pandas as pd
 import yaml
 from pydantic import TypeAdapter
 
+from examples.credit import adverse_action
 from examples.credit.encoding import encode_frame, write_input_schema
 
 HERE = Path(__file__).resolve().parent
@@ -64,8 +68,10 @@ def write_run_files(models: Path, run_dir: Path) -> tuple[Path, dict[str, int]]:
         gateway["models"][key]["url"] = f"{url.split('://')[0]}://127.0.0.1:{scheme_port}"
     run["gateway"].update(config="gateway.yaml", http_port=next(ports), grpc_port=next(ports))
     explain = gateway["deployments"]["credit-cc"]["explain"]
-    explain["encoding"] = str(models / "encoding.json")
-    explain["reference_data"] = str(models / "reference.npy")
+    for key in ("encoding", "reference_data", "reference_outcomes"):
+        explain[key] = str(models / Path(explain[key]).name)
+    explain["model_artifact"] = {k: str(models / Path(v).name)
+                                 for k, v in explain["model_artifact"].items()}
     if not (models / "input_schema.json").exists():  # models trained before it existed
         write_input_schema(models)
     for deployment in gateway["deployments"].values():
@@ -203,37 +209,54 @@ def _accuracy(feedback_results: list[dict]) -> dict[str, dict[str, float]]:
     return {m: {"scored": len(v), "accuracy": float(np.mean(v))} for m, v in sorted(scored.items())}
 
 
-def _wait_explanations(base: str, decisions: list[dict], timeout_s: float) -> list[dict]:
-    records = []
+def wait_explanations(base: str, decisions: list[dict], timeout_s: float) -> dict[str, dict]:
+    """Decision id -> final explanation document of each decision, asking
+    ``GET /v2/decisions/{id}/explanation`` until it answers 200 (202: still owed); a
+    decision still owed after ``timeout_s`` maps to ``{"status": "pending"}``."""
+    documents: dict[str, dict] = {}
     deadline = time.monotonic() + timeout_s
     for decision in decisions:
+        url = f"{base}/v2/decisions/{decision['decision_id']}/explanation"
         while True:
-            record = _http("GET", f"{base}/v2/decisions/{decision['decision_id']}")
-            status = (record.get("explanation") or {}).get("status")
-            if status != "pending" or time.monotonic() > deadline:
+            request = urllib.request.Request(url)
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                status, doc = reply.status, json.loads(reply.read())
+            if status == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        records.append(record)
-    return records
+        documents[decision["decision_id"]] = doc
+    return documents
 
 
-def _refused_example(records: list[dict]) -> dict | None:
-    """The refused applicant whose explanation is the most general (highest coverage,
-    then fewest conditions): the clearest reason to show."""
-    best = None
-    for record in records:
-        routed = record["routed"]
-        label = record["outputs"][routed]["label"]["data"][0]
-        explanation = record.get("explanation") or {}
-        if label != 0 or explanation.get("status") != "done":
-            continue
-        detail = explanation.get("explanation", explanation)
-        rank = (detail.get("coverage") or 0.0, -len(detail.get("anchor") or []))
-        if best is None or rank > best[0]:
-            best = (rank, {"decision_id": record["id"], "routed_model": routed,
-                           "decision": "refused (predicted bad credit risk)",
-                           "explanation": detail})
-    return best[1] if best else None
+def _reason_sentences(document: dict) -> list[str]:
+    rows = document.get("rows") or [document]
+    return [r["sentence"] for row in rows for r in row.get("reasons") or []]
+
+
+def _refused_example(refusals: list[dict], documents: dict[str, dict]) -> dict | None:
+    """The first refused applicant whose explanation gives reasons: its decision, the
+    reasons as plain sentences (one to four) and the explainer's one-line summary."""
+    for decision in refusals:
+        document = documents.get(decision["decision_id"], {})
+        sentences = _reason_sentences(document)
+        if document.get("status") == "done" and sentences:
+            detail = document.get("explanation") or {}
+            return {"decision_id": decision["decision_id"],
+                    "routed_model": decision["routed_model"],
+                    "decision": "refused (predicted bad credit risk)",
+                    "reasons": sentences[:4], "summary": detail.get("summary"),
+                    "method": document.get("method") or detail.get("method")}
+    return None
+
+
+def explanation_counts(cc: list[dict], documents: dict[str, dict]) -> dict:
+    """Refusals of the explained deployment and how many have their explanation, with
+    the status of every explanation document."""
+    refusals = [d for d in cc if d["label"] == 0]
+    statuses = collections.Counter(documents[d["decision_id"]].get("status", "none")
+                                   for d in refusals)
+    return {"deployment": "credit-cc", "decisions": len(cc), "refusals": len(refusals),
+            "refusals_explained": statuses.get("done", 0), "by_status": dict(statuses)}
 
 
 def _percentiles(values: list[float]) -> dict[str, float | int]:
@@ -264,13 +287,12 @@ def fairness_summary(doc: dict) -> dict:
     return out
 
 
-def build_report(replay: Replay, states: dict, records: list[dict],
+def build_report(replay: Replay, states: dict, documents: dict[str, dict],
                  fairness: dict | None = None) -> dict:
-    """The demo's figures, from what the client saw and the gateway's state."""
+    """The demo's figures, from what the client saw and the gateway's state
+    (``documents``: the explanation of each refusal of credit-cc)."""
     bandit = states["credit"]["router"]
-    explanations = collections.Counter(
-        (r.get("explanation") or {}).get("status", "none") for r in records
-    )
+    cc = [d for d in replay.decisions if d["deployment"] == "credit-cc"]
     return {
         "requests": len(replay.decisions),
         "feedback": {"sent": len(replay.feedback_results),
@@ -294,8 +316,8 @@ def build_report(replay: Replay, states: dict, records: list[dict],
         "fairness": {d: fairness_summary(doc) for d, doc in (fairness or {}).items()},
         "fairness_alerts": {d: doc["alerts"] for d, doc in (fairness or {}).items()},
         "shadow_agreement": states["credit-shadow"]["shadow_agreement"],
-        "refused_applicant": _refused_example(records),
-        "explanations": dict(explanations),
+        "refused_applicant": _refused_example([d for d in cc if d["label"] == 0], documents),
+        "explanations": explanation_counts(cc, documents),
         "latency": {p: _percentiles(v) for p, v in replay.latency_ms.items()},
     }
 
@@ -325,8 +347,11 @@ def _chart(report: dict, path: Path) -> None:
 
 def _print(report: dict) -> None:
     print("\n=== Arbiter demo: German credit ===")
+    explained = report["explanations"]
     print(f"requests {report['requests']}, feedback accepted {report['feedback']['accepted']}"
-          f" of {report['feedback']['sent']}, explanations {report['explanations']}")
+          f" of {report['feedback']['sent']}")
+    print(f"explanations on {explained['deployment']}: {explained['refusals']} refusals of "
+          f"{explained['decisions']} decisions, {explained['refusals_explained']} explained")
     print("bandit (Thompson) traffic:", report["bandit"]["traffic"])
     print("  posterior mean reward per arm:",
           {k: round(v, 3) for k, v in report["bandit"]["posterior_mean"].items()})
@@ -354,9 +379,10 @@ def _print(report: dict) -> None:
     _print_fairness(report)
     refused = report["refused_applicant"]
     if refused:
-        exp = refused["explanation"]
-        print(f"refused applicant {refused['decision_id']} by {refused['routed_model']}:")
-        print("  " + str(exp.get("summary", exp)))
+        print(f"refused applicant {refused['decision_id']} by {refused['routed_model']}, "
+              "principal reasons:")
+        for sentence in refused["reasons"]:
+            print(f"  - {sentence}")
     rep = report.get("replay")
     if rep:
         print(f"replay of 'always {rep['policy'].split()[-1]}' on {rep['deployment']} "
@@ -437,7 +463,7 @@ def fairness_charts(store: Path, deployment: str, out: Path) -> None:
 def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
     """Run the whole demo; returns the report (also written to ``out``)."""
     models = HERE / "models"
-    if not (models / "encoding.json").exists():
+    if not (models / "reference_outcomes.npy").exists():  # absent or trained before it
         from examples.credit.train import train
 
         train(models, seed)
@@ -462,12 +488,18 @@ def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
             print(f"pass {p + 1}/{passes}: {index} applicants replayed", flush=True)
         replay.send_due(None)
         base = replay.base
-        cc = [d for d in replay.decisions if d["deployment"] == "credit-cc"]
-        records = _wait_explanations(base, cc, timeout_s=120)
+        refusals = [d for d in replay.decisions
+                    if d["deployment"] == "credit-cc" and d["label"] == 0]
+        print(f"waiting for the explanations of {len(refusals)} refusals ...", flush=True)
+        documents = wait_explanations(base, refusals, timeout_s=300)
         states = {d: _http("GET", f"{base}/v2/deployments/{d}") for d in DEPLOYMENTS}
         fairness = {d: _http("GET", f"{base}/v2/deployments/{d}/fairness?window=all")
                     for d in DEPLOYMENTS}
-        report = build_report(replay, states, records, fairness)
+        report = build_report(replay, states, documents, fairness)
+        refused = report["refused_applicant"]
+        if refused is not None:
+            (out / "adverse_action_letter.txt").write_text(
+                adverse_action.letter(documents[refused["decision_id"]]))
         try:  # the console's pages, readable after the gateway stops
             from gateway.console.snapshot import write_snapshot
 
@@ -483,8 +515,8 @@ def run(out: Path, passes: int, applicants: int, seed: int = 0) -> dict:
     _chart(report, out / "traffic_share.png")
     _print(report)
     fairness_charts(out / "run" / "arbiter.sqlite", "credit-cc", out / "fairness")
-    print(f"\nwrote {out / 'report.json'}, {out / 'traffic_share.png'} and "
-          f"{out / 'fairness'}/fairness_*.png")
+    print(f"\nwrote {out / 'report.json'}, {out / 'traffic_share.png'}, "
+          f"{out / 'adverse_action_letter.txt'} and {out / 'fairness'}/fairness_*.png")
     return report
 
 

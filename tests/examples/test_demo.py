@@ -40,11 +40,7 @@ def test_short_replay_report_matches_the_decision_log(tmp_path: Path) -> None:
     for model, figures in report["accuracy_by_model"].items():
         assert figures["scored"] == len(rewards[model])
         assert figures["accuracy"] == pytest.approx(np.mean(rewards[model]))
-    statuses = collections.Counter(
-        (d["explanation"] or {}).get("status", "none") for d in docs
-        if d["deployment"] == "credit-cc"
-    )
-    assert dict(statuses) == report["explanations"]
+    _check_explanations(report, docs, tmp_path / "out")
     assert (tmp_path / "out" / "traffic_share.png").stat().st_size > 10_000
     replay = report["replay"]  # "always gbm" estimated off-policy from the logged decisions
     gbm_truth = [d["rewards"]["gbm"] for d in docs if d["deployment"] == "credit-cc"]
@@ -56,6 +52,28 @@ def test_short_replay_report_matches_the_decision_log(tmp_path: Path) -> None:
     for attribute in ("sex", "age", "foreign_worker"):
         assert (tmp_path / "out" / "fairness" / f"fairness_{attribute}.png").stat().st_size \
             > 20_000
+
+
+def _check_explanations(report: dict, docs: list[dict], out: Path) -> None:
+    """Every refusal of credit-cc is explained (and no approval), as report.json says;
+    the refused applicant's reasons and letter are its stored explanation's."""
+    cc = [d for d in docs if d["deployment"] == "credit-cc"]
+    refused = [d for d in cc if d["outputs"][d["routed"]]["label"]["data"] == [0]]
+    explained = report["explanations"]
+    assert explained["decisions"] == len(cc)
+    assert explained["refusals"] == len(refused) > 0
+    assert explained["refusals_explained"] == explained["refusals"]
+    for d in cc:
+        if d in refused:
+            assert d["explanation"]["status"] == "done" and d["explanation"]["kind"] == "adverse"
+        else:
+            assert d["explanation"] is None
+    applicant = report["refused_applicant"]
+    stored = next(d for d in refused if d["id"] == applicant["decision_id"])
+    sentences = [r["sentence"] for r in stored["explanation"]["reasons"]]
+    assert 1 <= len(applicant["reasons"]) <= 4 and applicant["reasons"] == sentences[:4]
+    letter = " ".join((out / "adverse_action_letter.txt").read_text().split())
+    assert all(sentence in letter for sentence in applicant["reasons"])
 
 
 def _check_fairness(report: dict, docs: list[dict]) -> None:
