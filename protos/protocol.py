@@ -12,7 +12,7 @@ specification/protocol/inference_rest.md).
 from __future__ import annotations
 
 import math
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -89,9 +89,14 @@ def datatype_of(dtype: np.dtype) -> str:
     raise InvalidRequestError(f"numpy dtype {dtype} has no OIP datatype")
 
 
+_UUID4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)
+_UUID4_SET = 0x4000 << 64 | 0x8000 << 48
+
+
 def new_id() -> str:
-    """A fresh request / decision id (UUID4, 32 hex digits)."""
-    return uuid.uuid4().hex
+    """A fresh request / decision id (UUID4, 32 hex digits): ``uuid.uuid4().hex``
+    without building a ``UUID`` object (a third of the cost)."""
+    return f"{int.from_bytes(os.urandom(16), 'big') & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 @dataclass(slots=True)

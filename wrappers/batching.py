@@ -26,11 +26,23 @@ Policy (in the spirit of Triton's dynamic batcher):
 * If ``predict`` raises, every caller of that batch gets an
   :class:`~protos.errors.InferenceError` (an :class:`~protos.errors.ArbiterError`
   raised by the model is passed on as is).
+
+Fast models run on the event loop. Handing a call to a worker thread and waking the loop
+when it ends costs 30-70 us of CPU on one core (measured: docs/benchmarks.md, "Where the
+time goes"), more than a small tree ensemble's whole predict call (about 11 us for the
+credit GBM). So once a model's predict calls are known to be fast (a moving average of
+their measured duration under ``inline_below_us``, 200 us by default), calls run inline
+on the event loop, one at a time, and a request that would have run at once, alone, waits
+instead for the end of the current loop iteration, so that the requests that arrived
+with it join its batch. The first calls, and every call of a model whose average
+rises past the bound, go to the worker threads as above; ``inline_below_us=0`` keeps
+every call there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -47,6 +59,12 @@ Arrays = dict[str, np.ndarray]
 
 DEFAULT_MAX_QUEUE_ROWS = 4096
 """Default bound of the rows waiting for a predict call."""
+
+DEFAULT_INLINE_BELOW_US = 200.0
+"""Default bound, in microseconds, of the average predict call run on the event loop."""
+
+_SMOOTHING = 0.2
+"""Weight of the latest call in the moving average of predict durations."""
 
 
 class _Pending:
@@ -77,6 +95,8 @@ class BatchingWrapper(ModelWrapper):
             threads, shut down by :meth:`unload`.
         max_queue_rows: most rows that may wait for a predict call (>= 1).
         name: the model's name, for messages.
+        inline_below_us: predict calls run on the event loop while the moving average
+            of their duration is under this many microseconds (>= 0; 0: never).
 
     Raises:
         ValueError: a limit is out of range.
@@ -92,11 +112,13 @@ class BatchingWrapper(ModelWrapper):
         *,
         max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
         name: str = "model",
+        inline_below_us: float = DEFAULT_INLINE_BELOW_US,
     ) -> None:
         if (max_batch_size < 1 or max_batch_wait_ms < 0 or max_concurrency < 1
-                or max_queue_rows < 1):
+                or max_queue_rows < 1 or inline_below_us < 0):
             raise ValueError("need max_batch_size >= 1, max_batch_wait_ms >= 0, "
-                             "max_concurrency >= 1, max_queue_rows >= 1")
+                             "max_concurrency >= 1, max_queue_rows >= 1, "
+                             "inline_below_us >= 0")
         self.inner = inner
         self.name = name
         self.max_batch_size = max_batch_size
@@ -110,6 +132,10 @@ class BatchingWrapper(ModelWrapper):
         self._queued_rows = 0
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
+        self.inline_below_s = inline_below_us / 1e6
+        self.call_s: float | None = None
+        """Moving average of the predict calls' duration, in seconds (None: no call yet)."""
         self.predict_calls = 0
         """Number of inner predict calls made through :meth:`submit` (for tests, stats)."""
         self.on_batch: Callable[[int], None] | None = None
@@ -168,7 +194,7 @@ class BatchingWrapper(ModelWrapper):
         loop = asyncio.get_running_loop()
         idle = not self._queue and self._in_flight < self.max_concurrency
         if idle and (self.max_batch_size == 1 or rows >= self.max_batch_size
-                     or self.max_batch_wait_s == 0):
+                     or (self.max_batch_wait_s == 0 and not self._inline())):
             return await self._run_alone(loop, inputs)
         self._admit(rows)
         pending = _Pending(inputs, rows, loop.create_future())
@@ -181,6 +207,12 @@ class BatchingWrapper(ModelWrapper):
             if pending.future.cancelled() and pending in self._queue:
                 self._queue.remove(pending)
                 self._queued_rows -= rows
+
+    def _inline(self) -> bool:
+        """Whether the next call runs on the event loop: no call is running in a worker
+        thread and the calls so far are known to be fast."""
+        average = self.call_s
+        return self._in_flight == 0 and average is not None and average < self.inline_below_s
 
     def _admit(self, rows: int) -> None:
         """Refuse ``rows`` when the queue holds rows and would go past its bound."""
@@ -197,12 +229,26 @@ class BatchingWrapper(ModelWrapper):
         if self.on_batch is not None:
             self.on_batch(rows)
 
+    def _call(self, inputs: Arrays) -> Arrays:
+        """One timed inner predict call (in a worker thread or on the event loop)."""
+        start = time.perf_counter()
+        try:
+            return self.inner.predict(inputs)
+        finally:
+            elapsed = time.perf_counter() - start
+            average = self.call_s
+            self.call_s = elapsed if average is None else (
+                average + _SMOOTHING * (elapsed - average))
+
     async def _run_alone(self, loop: asyncio.AbstractEventLoop, inputs: Arrays) -> Arrays:
         """The fast path: one request, one predict call, no merging or splitting."""
         self._count(_rows(inputs))
+        inline = self._inline()
         self._in_flight += 1
         try:
-            return await loop.run_in_executor(self._executor, self.inner.predict, inputs)
+            if inline:
+                return self._call(inputs)
+            return await loop.run_in_executor(self._executor, self._call, inputs)
         except ArbiterError:
             raise
         except Exception as exc:  # noqa: BLE001 - wrappers should raise InferenceError
@@ -216,10 +262,20 @@ class BatchingWrapper(ModelWrapper):
         """Decide, after a request was queued or a batch ended, whether to flush now."""
         if not self._queue or self._in_flight >= self.max_concurrency:
             return
-        if self._queued_rows >= self.max_batch_size or self.max_batch_wait_s == 0:
+        if self._queued_rows >= self.max_batch_size:
             self._flush(loop)
+        elif self.max_batch_wait_s == 0:
+            if not self._inline():
+                self._flush(loop)
+            elif self._soon is None:  # the requests of this loop iteration join in
+                self._soon = loop.call_soon(self._on_soon, loop)
         elif self._timer is None:
             self._timer = loop.call_later(self.max_batch_wait_s, self._on_timer, loop)
+
+    def _on_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._soon = None
+        if self._in_flight < self.max_concurrency:
+            self._flush(loop)
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -227,16 +283,24 @@ class BatchingWrapper(ModelWrapper):
             self._flush(loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start one predict call with the oldest compatible queued requests."""
+        """Start one predict call with the oldest compatible queued requests (on the
+        event loop when :meth:`_inline`, then the next, until the queue is empty)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         batch = self._take_batch()
-        if batch:
+        if not batch:
+            return
+        self._count(sum(p.rows for p in batch))
+        merged = _merge(batch)
+        if self._inline():
+            try:
+                _split(batch, self._call(merged))
+            except BaseException as exc:  # noqa: BLE001 - delivered to every caller
+                _fail(batch, exc)
+        else:
             self._in_flight += 1
-            self._count(sum(p.rows for p in batch))
-            merged = _merge(batch)
-            done = loop.run_in_executor(self._executor, self.inner.predict, merged)
+            done = loop.run_in_executor(self._executor, self._call, merged)
             done.add_done_callback(lambda f: self._complete(loop, batch, f))
         self._schedule(loop)
 

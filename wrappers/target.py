@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -97,8 +97,9 @@ class ModelTarget:
             )
         self._ready = False
         self._metadata = self._with_identity(self.batcher.metadata())
-        self._inputs: dict[str, tuple[TensorMetadata, np.dtype]] = {}
-        self._outputs: dict[str, tuple[TensorMetadata, np.dtype]] = {}
+        self._inputs: dict[str, _Declared] = {}
+        self._outputs: dict[str, _Declared] = {}
+        self._all_outputs: list[tuple[str, dict]] = []
 
     async def load(self) -> None:
         """Load the model in a worker thread, then become ready.
@@ -108,8 +109,9 @@ class ModelTarget:
         """
         await asyncio.to_thread(self.batcher.load)
         self._metadata = self._with_identity(self.batcher.metadata())
-        self._inputs = {t.name: (t, dtype_of(t.datatype)) for t in self._metadata.inputs}
-        self._outputs = {t.name: (t, dtype_of(t.datatype)) for t in self._metadata.outputs}
+        self._inputs = {t.name: _Declared.of(t) for t in self._metadata.inputs}
+        self._outputs = {t.name: _Declared.of(t) for t in self._metadata.outputs}
+        self._all_outputs = [(name, {}) for name in self._outputs]
         if self.settings.probe_on_load:
             await asyncio.to_thread(self._probe)
         self._ready = True
@@ -124,17 +126,19 @@ class ModelTarget:
             InferenceError: naming the declared contract and what the model did.
         """
         inputs = {}
-        for declared, dtype in self._inputs.values():
+        for spec in self._inputs.values():
+            declared = spec.metadata
             if declared.datatype == "BYTES" or any(d < -1 for d in declared.shape):
                 return
             inputs[declared.name] = np.zeros([1 if d == -1 else d for d in declared.shape],
-                                             dtype=dtype)
+                                             dtype=spec.dtype)
         try:
             arrays = self._model.predict(inputs)
             for name in self._outputs:
                 self._output_tensor(name, {}, arrays)
         except Exception as exc:  # noqa: BLE001 - any failure here is a contract failure
-            declared = [(t.name, t.datatype, t.shape) for t, _ in self._inputs.values()]
+            declared = [(s.metadata.name, s.metadata.datatype, s.metadata.shape)
+                        for s in self._inputs.values()]
             message = exc.message if isinstance(exc, ArbiterError) else repr(exc)
             raise InferenceError(
                 f"model {self.name!r} failed a probe row of its declared inputs {declared} "
@@ -236,7 +240,7 @@ class ModelTarget:
                     f"expected inputs {list(self._inputs)}")
             if tensor.name in arrays:
                 raise InvalidRequestError(f"input {tensor.name!r} is given twice")
-            arrays[tensor.name] = _check_input(tensor, *declared)
+            arrays[tensor.name] = _check_input(tensor, declared)
         missing = [n for n in self._inputs if n not in arrays]
         if missing:
             raise InvalidRequestError(f"model {self.name!r} is missing inputs {missing}")
@@ -245,7 +249,7 @@ class ModelTarget:
 
     def _requested_outputs(self, request: InferenceRequest) -> list[tuple[str, dict]]:
         if request.outputs is None:
-            return [(name, {}) for name in self._outputs]
+            return self._all_outputs
         check_requested_outputs(r.name for r in request.outputs)
         for requested in request.outputs:
             if requested.name not in self._outputs:
@@ -255,28 +259,60 @@ class ModelTarget:
         return [(r.name, r.parameters) for r in request.outputs]
 
     def _output_tensor(self, name: str, parameters: dict, arrays: dict) -> Tensor:
-        declared, dtype = self._outputs[name]
+        spec = self._outputs[name]
         array = arrays.get(name)
         if array is None:
             raise InferenceError(f"model {self.name!r} did not produce output {name!r}")
-        if array.dtype != dtype:
-            array = array.astype(dtype)
-        shape = tuple(int(d) for d in array.shape)
-        if not declared.accepts_shape(shape):
+        if array.dtype != spec.dtype:
+            array = array.astype(spec.dtype)
+        shape = array.shape
+        if not spec.fits(shape):
             raise InferenceError(
                 f"model {self.name!r} produced output {name!r} with shape {list(shape)}; "
-                f"declared {declared.shape}")
-        return Tensor(name, declared.datatype, shape, array, dict(parameters))
+                f"declared {spec.metadata.shape}")
+        return Tensor(name, spec.metadata.datatype, shape, array, dict(parameters))
 
 
-def _check_input(tensor: Tensor, declared: TensorMetadata, dtype: np.dtype) -> np.ndarray:
+class _Declared(NamedTuple):
+    """A declared input or output, with what its checks need precomputed.
+
+    Attributes:
+        metadata: the declaration.
+        dtype: numpy dtype of its datatype.
+        rank: number of dimensions.
+        fixed: ``(index, size)`` of every dimension that is not ``-1``.
+    """
+
+    metadata: TensorMetadata
+    dtype: np.dtype
+    rank: int
+    fixed: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, metadata: TensorMetadata) -> _Declared:
+        """The precomputed form of ``metadata``."""
+        fixed = tuple((i, d) for i, d in enumerate(metadata.shape) if d != -1)
+        return cls(metadata, dtype_of(metadata.datatype), len(metadata.shape), fixed)
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Same rank, and every fixed dimension equal (as ``TensorMetadata.accepts_shape``)."""
+        if len(shape) != self.rank:
+            return False
+        for index, size in self.fixed:
+            if shape[index] != size:
+                return False
+        return True
+
+
+def _check_input(tensor: Tensor, spec: _Declared) -> np.ndarray:
     """Return the tensor's data as a declared-dtype array, or raise InvalidRequestError."""
     shape = tuple(tensor.shape)
-    if len(shape) != len(declared.shape):
-        raise InvalidRequestError(
-            f"input {tensor.name!r} has rank {len(shape)} (shape {list(shape)}); "
-            f"expected rank {len(declared.shape)}, shape {declared.shape}")
-    if not declared.accepts_shape(shape):
+    declared, dtype = spec.metadata, spec.dtype
+    if not spec.fits(shape):
+        if len(shape) != spec.rank:
+            raise InvalidRequestError(
+                f"input {tensor.name!r} has rank {len(shape)} (shape {list(shape)}); "
+                f"expected rank {spec.rank}, shape {declared.shape}")
         raise InvalidRequestError(
             f"input {tensor.name!r} has shape {list(shape)}; expected {declared.shape}")
     if 0 in shape:

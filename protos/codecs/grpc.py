@@ -120,7 +120,7 @@ def _from_contents(tensor: Any, shape: tuple[int, ...]) -> np.ndarray:
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
-    wide = np.array(values, dtype=_WIDE_DTYPES.get(field, dtype))
+    wide = np.fromiter(values, dtype=_WIDE_DTYPES.get(field, dtype), count=count)
     if wide.dtype != dtype and wide.size:
         _check_range(wide, dtype, datatype, name)
     return wide.astype(dtype, copy=False).reshape(shape)
@@ -150,7 +150,8 @@ def request_from_pb(message: Any, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -
     """Decode a ``ModelInferRequest``.
 
     Every shape is checked against ``max_elements`` and against the contents or raw
-    bytes its tensor actually has before anything is allocated.
+    bytes its tensor actually has before anything is allocated. Raw inputs become
+    read-only numpy views over the message's bytes (no copy).
 
     Args:
         message: the request.
@@ -164,41 +165,61 @@ def request_from_pb(message: Any, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -
         UnsupportedError: datatype BF16.
     """
     raw = message.raw_input_contents
-    typed = next((t.name for t in message.inputs if t.HasField("contents")), None)
-    if raw and typed is not None:
-        raise InvalidRequestError(
-            f"tensor {typed!r} has contents while the request has raw_input_contents; "
-            "the two cannot be mixed")
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidRequestError(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs"
-        )
-    inputs = []
-    for i, tensor in enumerate(message.inputs):
-        name = tensor.name
-        shape = checked_shape(tuple(tensor.shape), name, max_elements)
-        params = check_parameters(parameters_from_pb(tensor.parameters), f"input {name!r}")
-        if raw:
-            data = from_raw(raw[i], tensor.datatype, shape, name)
-        else:
-            dtype_of(tensor.datatype)
-            _check_contents_kind(tensor, name)
-            data = _from_contents(tensor, shape)
-        inputs.append(Tensor(name, tensor.datatype, shape, data, params))
-    outputs = [
-        RequestedOutput(o.name, check_parameters(parameters_from_pb(o.parameters),
-                                                 f"output {o.name!r}"))
-        for o in message.outputs
-    ] or None
-    check_requested_outputs(o.name for o in outputs or ())
+    tensors = message.inputs
+    if raw:
+        _check_raw_inputs(tensors, len(raw))
+        inputs = [_raw_input(t, raw[i], max_elements) for i, t in enumerate(tensors)]
+    else:
+        inputs = [_typed_input(t, max_elements) for t in tensors]
+    outputs = None
+    if message.outputs:
+        outputs = [RequestedOutput(o.name, _parameters(o.parameters, f"output {o.name!r}"))
+                   for o in message.outputs]
+        check_requested_outputs(o.name for o in outputs)
     return InferenceRequest(
         model_name=message.model_name,
         inputs=inputs,
         model_version=message.model_version or None,
         id=message.id or None,
         outputs=outputs,
-        parameters=check_parameters(parameters_from_pb(message.parameters), "the request"),
+        parameters=_parameters(message.parameters, "the request"),
     )
+
+
+def _parameters(params: Any, where: str) -> dict[str, Any]:
+    """Checked request, input or output parameters (a new dict; empty at no cost)."""
+    if not params:
+        return {}
+    return check_parameters(parameters_from_pb(params), where)
+
+
+def _check_raw_inputs(tensors: Any, count: int) -> None:
+    typed = next((t.name for t in tensors if t.HasField("contents")), None)
+    if typed is not None:
+        raise InvalidRequestError(
+            f"tensor {typed!r} has contents while the request has raw_input_contents; "
+            "the two cannot be mixed")
+    if count != len(tensors):
+        raise InvalidRequestError(
+            f"raw_input_contents has {count} entries for {len(tensors)} inputs"
+        )
+
+
+def _raw_input(tensor: Any, data: bytes, max_elements: int) -> Tensor:
+    name = tensor.name
+    shape = checked_shape(tuple(tensor.shape), name, max_elements)
+    params = _parameters(tensor.parameters, f"input {name!r}")
+    return Tensor(name, tensor.datatype, shape, from_raw(data, tensor.datatype, shape, name),
+                  params)
+
+
+def _typed_input(tensor: Any, max_elements: int) -> Tensor:
+    name = tensor.name
+    shape = checked_shape(tuple(tensor.shape), name, max_elements)
+    params = _parameters(tensor.parameters, f"input {name!r}")
+    dtype_of(tensor.datatype)
+    _check_contents_kind(tensor, name)
+    return Tensor(name, tensor.datatype, shape, _from_contents(tensor, shape), params)
 
 
 def response_to_pb(response: InferenceResponse) -> Any:
@@ -208,11 +229,15 @@ def response_to_pb(response: InferenceResponse) -> Any:
         model_version=response.model_version or "",
         id=response.id or "",
     )
-    parameters_to_pb(response.parameters, message.parameters)
+    if response.parameters:
+        parameters_to_pb(response.parameters, message.parameters)
+    add = message.outputs.add
+    contents = message.raw_output_contents
     for tensor in response.outputs:
-        out = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        parameters_to_pb(tensor.parameters, out.parameters)
-        message.raw_output_contents.append(to_raw(tensor.data, tensor.datatype))
+        out = add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        if tensor.parameters:
+            parameters_to_pb(tensor.parameters, out.parameters)
+        contents.append(to_raw(tensor.data, tensor.datatype))
     return message
 
 

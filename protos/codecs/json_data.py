@@ -75,7 +75,12 @@ def data_array(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
     if not isinstance(data, list):
         raise InvalidRequestError(f"tensor {name!r}: 'data' must be a list")
     dtype = dtype_of(datatype)
-    flat = _flat(data, shape, name)
+    types = set(map(type, data))
+    if list in types:
+        flat = _flat(data, shape, name)
+        types = set(map(type, flat))
+    else:
+        flat = data
     count = element_count(shape)
     if len(flat) != count:
         raise InvalidRequestError(
@@ -85,15 +90,13 @@ def data_array(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> n
     if datatype == "BYTES":
         array = _bytes_array(flat, name)
     else:
-        array = _numeric_array(flat, dtype, datatype, name)
+        array = _numeric_array(flat, types, dtype, datatype, name)
     return array.reshape(shape)
 
 
 def _flat(data: list, shape: tuple[int, ...], name: str) -> list:
-    """The elements of flat data as is, or of nested data that follows ``shape``
-    exactly (one level per dimension), flattened level by level without recursion."""
-    if list not in set(map(type, data)):
-        return data
+    """The elements of nested data that follows ``shape`` exactly (one level per
+    dimension), flattened level by level without recursion."""
     level: list = [data]
     for depth, dim in enumerate(shape):
         items: list = []
@@ -112,10 +115,10 @@ def _flat(data: list, shape: tuple[int, ...], name: str) -> list:
     return level
 
 
-def _numeric_array(flat: list, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
-    """A ``dtype`` array of JSON scalars; every value must survive unchanged (up to the
-    rounding of a decimal to the nearest float)."""
-    types = set(map(type, flat))
+def _numeric_array(flat: list, types: set[type], dtype: np.dtype, datatype: str,
+                   name: str) -> np.ndarray:
+    """A ``dtype`` array of JSON scalars (of the Python ``types``); every value must
+    survive unchanged (up to the rounding of a decimal to the nearest float)."""
     if dtype.kind == "b":
         return _bool_array(flat, types, name)
     if bool in types:
@@ -162,12 +165,25 @@ def _with_nonfinite(flat: list, datatype: str, name: str) -> list:
     return out
 
 
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32)}
+_SCAN_IN_PYTHON = 256
+"""Up to this many values, their extremes are found by ``min``/``max`` on the list
+(cheaper than two numpy reductions on a small array)."""
+
+
 def _floats(flat: list, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
     """Floats of ``dtype``; a finite value too large for it is refused, not turned into
     an infinity."""
     wide = np.asarray(flat, dtype=np.float64)
-    if dtype == wide.dtype:
-        return wide
+    if dtype == wide.dtype or not flat:
+        return wide.astype(dtype, copy=False)
+    if len(flat) <= _SCAN_IN_PYTHON:
+        low, high = min(flat), max(flat)
+    else:
+        low, high = wide.min(), wide.max()
+    limit = _FLOAT_MAX[dtype]
+    if -limit <= low and high <= limit:  # all finite and in range (NaN fails both)
+        return wide.astype(dtype)
     with np.errstate(over="ignore"):
         narrow = wide.astype(dtype)
     overflow = np.isinf(narrow) & np.isfinite(wide)

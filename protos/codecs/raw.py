@@ -9,6 +9,7 @@ Contents".
 from __future__ import annotations
 
 import struct
+import sys
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from protos.protocol import dtype_of, element_count
 __all__ = ["to_raw", "from_raw"]
 
 _U32 = struct.Struct("<I")
+_NATIVE_LE = sys.byteorder == "little"
 
 
 def to_raw(array: np.ndarray, datatype: str) -> bytes:
@@ -30,8 +32,10 @@ def to_raw(array: np.ndarray, datatype: str) -> bytes:
             parts.append(_U32.pack(len(value)))
             parts.append(value)
         return b"".join(parts)
-    dtype = dtype_of(datatype).newbyteorder("<")
-    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+    dtype = dtype_of(datatype)
+    if _NATIVE_LE and array.dtype == dtype and array.flags.c_contiguous:
+        return array.tobytes()
+    return np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")).tobytes()
 
 
 def from_raw(
@@ -59,9 +63,11 @@ def from_raw(
         return _bytes_from_raw(memoryview(buffer), element_count(shape), name).reshape(shape)
     if datatype == "BOOL":
         _check_bool_bytes(buffer, name)
-    dtype = dtype_of(datatype).newbyteorder("<")
-    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
-    return array.astype(dtype.newbyteorder("="), copy=False)
+    dtype = dtype_of(datatype)
+    if _NATIVE_LE:
+        return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    array = np.frombuffer(buffer, dtype=dtype.newbyteorder("<")).reshape(shape)
+    return array.astype(dtype, copy=False)
 
 
 def _check_bool_bytes(buffer: bytes | memoryview, name: str) -> None:

@@ -121,21 +121,47 @@ async def _model_ready(request: web.Request) -> web.Response:
     return json_response({"name": info["model"], "ready": ready}, 200 if ready else 503)
 
 
+async def _read_body(request: web.Request, timeout_s: float) -> None:
+    """Read the whole body within ``timeout_s`` seconds (kept by aiohttp for the
+    handler's ``read()``); no timer when it has already arrived.
+
+    Raises:
+        HTTPRequestTimeout: the body is still incomplete after ``timeout_s``.
+    """
+    if not request.can_read_body or request.content.is_eof():
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            reason=f"request body not received within {timeout_s:g} s") from None
+
+
 def _body_deadline(timeout_s: float):
     """Middleware: the whole body within ``timeout_s`` seconds, else 408."""
 
     @web.middleware
     async def read_body(request: web.Request, handler: Callable[[web.Request], Awaitable]):
-        if request.can_read_body:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await request.read()  # kept by aiohttp for the handler's read()
-            except TimeoutError:
-                raise web.HTTPRequestTimeout(
-                    reason=f"request body not received within {timeout_s:g} s") from None
+        await _read_body(request, timeout_s)
         return await handler(request)
 
     return read_body
+
+
+def _errors_and_body(timeout_s: float):
+    """The two middlewares :func:`_errors` and :func:`_body_deadline` in one (one
+    coroutine frame less per request), for a server with no auth between them."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable]):
+        try:
+            await _read_body(request, timeout_s)
+            return await handler(request)
+        except Exception as exc:  # the one error table of this transport
+            return _from_error(exc)
+
+    return guard
 
 
 async def _infer(request: web.Request) -> web.Response:
@@ -171,11 +197,11 @@ async def _infer_inner(request: web.Request, name: str) -> web.Response:
             jsonc.loads(body), name, version, max_elements=limit)
     req.headers = {k.lower(): v for k, v in request.headers.items()}
     resp = await registry.infer(req)
-    headers = dict(resp.headers)
+    headers = dict(resp.headers) if resp.headers else None
     if prefs.any:
         payload, length = binary.response_to_binary(resp, prefs)
         if length is not None:
-            headers[binary.HEADER] = str(length)
+            headers = {**(headers or {}), binary.HEADER: str(length)}
             return web.Response(
                 body=payload, content_type="application/octet-stream", headers=headers
             )
@@ -240,8 +266,10 @@ def build_app(
         auth: bearer tokens and route scopes (checked before any handler); None: open.
         body_timeout_s: a body not received within this many seconds gets 408.
     """
-    middlewares = [_errors] if auth is None else [_errors, auth_middleware(auth)]
-    middlewares.append(_body_deadline(body_timeout_s))
+    if auth is None:
+        middlewares = [_errors_and_body(body_timeout_s)]
+    else:  # auth before the body is read: a refused caller's body is never awaited
+        middlewares = [_errors, auth_middleware(auth), _body_deadline(body_timeout_s)]
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics
