@@ -67,8 +67,8 @@ async def _predict(request: web.Request) -> web.Response:
 
 async def _explain(request: web.Request) -> web.Response:
     raise UnsupportedError(
-        "V1 :explain is not served; explanations are attached to decisions "
-        "(GET /v2/decisions/{id})"
+        "V1 :explain is not served; a gateway explains decisions off the request path "
+        "(GET /v2/decisions/{id}/explanation)"
     )
 
 
