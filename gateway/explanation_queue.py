@@ -252,9 +252,9 @@ class ExplanationQueue:
                 continue
             try:
                 await self._claim(free)
-            except Exception:
-                log.exception("%s: claiming explanation jobs failed; retrying in %.0f s",
-                              self.name, POLL_S)
+            except Exception as exc:  # a store outage: the jobs wait in the store
+                log.warning("%s: claiming explanation jobs failed (%s); retrying in %.0f s",
+                            self.name, exc, POLL_S)
                 await asyncio.sleep(POLL_S)
 
     async def _claim(self, free: int) -> None:
