@@ -6,6 +6,7 @@ no inputs."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import time
@@ -131,7 +132,10 @@ def test_every_refusal_is_explained_and_no_approval(explaining, holdout_x, credi
 
 def test_sampling_and_shedding_touch_only_approvals_and_are_counted(explaining, holdout_x):
     url = explaining.http_url
-    decisions = decide(url, "sampled", holdout_x[:120])
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # room for one explanation
+        decisions = [d for part in pool.map(lambda rows: decide(url, "sampled", rows),
+                                            np.array_split(holdout_x[:160], 16))
+                     for d in part]
     refused = [d for d in decisions if d["label"] == 0]
     for decision in refused:
         assert wait_explained(url, decision["decision_id"])["status"] == "done"
@@ -148,7 +152,7 @@ def test_sampling_and_shedding_touch_only_approvals_and_are_counted(explaining, 
                                  deployment="sampled", reason=reason)
             for reason in ("not_sampled", "queue_full")}
     assert outcomes.get("not_sampled", 0) == shed["not_sampled"] > 0, (outcomes, shed)
-    assert outcomes.get("queue_full", 0) == shed["queue_full"]
+    assert outcomes.get("queue_full", 0) == shed["queue_full"] > 0, (outcomes, shed)
     assert outcomes.get("done", 0) > 0
     assert sum(outcomes.values()) == len(decisions) - len(refused)
     assert metric_value(text, "arbiter_explanations_total", deployment="sampled",
