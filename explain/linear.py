@@ -29,6 +29,8 @@ from typing import Any
 
 import joblib
 import numpy as np
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 
 from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
 from explain.shapley import shap_explanation
@@ -114,7 +116,7 @@ class LinearShapExplainer(Explainer):
         _check_accuracy(expected + values.sum(axis=1),
                         self._intercept + transformed @ self._weights, _TOLERANCE,
                         "contributions miss the")
-        probabilities = np.asarray(self._estimator.predict_proba(rows), dtype=np.float64)
+        probabilities = self._probabilities(rows, self._intercept + transformed @ self._weights)
         return [
             shap_explanation(
                 self, rows[i : i + 1], [float(p) for p in probabilities[i]],
@@ -122,6 +124,16 @@ class LinearShapExplainer(Explainer):
             )
             for i in range(len(rows))
         ]
+
+    def _probabilities(self, rows: np.ndarray, logit: np.ndarray) -> np.ndarray:
+        """``[k, 2]`` class probabilities: a logistic regression's from the log-odds
+        just computed (what its ``predict_proba`` computes, without transforming the rows
+        again); any other model's ``predict_proba``."""
+        final = self._estimator.steps[-1][1] if hasattr(self._estimator, "steps") else None
+        if isinstance(final or self._estimator, LogisticRegression):
+            positive = expit(logit)
+            return np.stack([1.0 - positive, positive], axis=1)
+        return np.asarray(self._estimator.predict_proba(rows), dtype=np.float64)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         """The columns the final linear step sees, float64 ``[k, transformed]``."""
