@@ -62,6 +62,10 @@ class ServerOptions:
         backlog: connections the REST port queues before they are accepted (capped
             by ``net.core.somaxconn``); past it a new client's SYN is dropped and
             retried a second later, so a burst of clients wants a deep one.
+        grpc_threads: threads of the gRPC server: at most this many gRPC calls in
+            flight (more wait in grpc's queue), each run on the event loop; 0 serves
+            gRPC with ``grpc.aio`` instead (see :mod:`protos.server.grpc` for why
+            threads are the default).
     """
 
     host: str = "127.0.0.1"
@@ -76,6 +80,7 @@ class ServerOptions:
     header_timeout_s: float = 15.0
     body_timeout_s: float = 60.0
     backlog: int = 2048
+    grpc_threads: int = 64
 
 
 class Server:
@@ -179,7 +184,7 @@ class Server:
         self._grpc = grpc_server.build_server(
             self.registry, self.metrics, max_message_bytes=opts.max_body_bytes,
             max_tensor_elements=opts.max_tensor_elements, extra_services=self._extra_services,
-            reuse_port=opts.reuse_port, auth=opts.auth,
+            reuse_port=opts.reuse_port, auth=opts.auth, threads=opts.grpc_threads,
         )
         address = f"{opts.host}:{opts.grpc_port}"
         try:
