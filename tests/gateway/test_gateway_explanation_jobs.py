@@ -28,11 +28,12 @@ REFUSALS = 30
 
 def deployments(credit_models: dict[str, Path]) -> dict[str, Any]:
     """``credit``: lr answers; each refusal (label 0) is explained by Kernel SHAP through
-    lr's pod (about 0.1 s each, one worker process)."""
+    lr's pod, one decision at a time (``max_batch: 1``, one worker process: a gateway
+    takes at most two jobs at once, so the others wait in the store)."""
     explain = {"method": "kernel_shap", "encoding": str(credit_models["encoding"]),
                "reference_data": str(credit_models["reference"]), "when": "refusals",
                "adverse": {"output": "label", "values": [0]}, "kernel_shap_nsamples": 128,
-               "background_size": 20, "workers": 1}
+               "background_size": 20, "workers": 1, "max_batch": 1}
     return {"credit": {"router": {"kind": "weighted", "weights": {"lr": 1}},
                        "explain": explain}}
 

@@ -6,6 +6,7 @@ no inputs."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import math
@@ -131,32 +132,42 @@ def test_every_refusal_is_explained_and_no_approval(explaining, holdout_x, credi
 
 
 def test_sampling_and_shedding_touch_only_approvals_and_are_counted(explaining, holdout_x):
+    """One at a time, each explanation finished before the next decision: approvals are
+    sampled (a quarter explained), never shed. Then eight at a time with room for one
+    explanation: approvals are shed too. Every refusal is explained; every approval left
+    out is counted by its reason."""
     url = explaining.http_url
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # room for one explanation
-        decisions = [d for part in pool.map(lambda rows: decide(url, "sampled", rows),
-                                            np.array_split(holdout_x[:160], 16))
-                     for d in part]
+    calm = []
+    for row in holdout_x[:80]:
+        decision = decide(url, "sampled", row[None])[0]
+        if record(url, decision["decision_id"])["explanation"]["status"] == "pending":
+            wait_explained(url, decision["decision_id"])
+        calm.append(decision)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        busy = [d for part in pool.map(lambda rows: decide(url, "sampled", rows),
+                                       np.array_split(holdout_x[80:200], 16))
+                for d in part]
+    decisions = calm + busy
     refused = [d for d in decisions if d["label"] == 0]
     for decision in refused:
         assert wait_explained(url, decision["decision_id"])["status"] == "done"
     time.sleep(0.5)  # the last best-effort ones finish
-    outcomes: dict[str, int] = {}
-    for decision in decisions:
-        if decision["label"] == 0:
-            continue
-        doc = record(url, decision["decision_id"])["explanation"]
-        key = doc["status"] if doc["status"] != "skipped" else doc["reason"]
-        outcomes[key] = outcomes.get(key, 0) + 1
+    outcomes = {"calm": collections.Counter(), "busy": collections.Counter()}
+    for phase, group in (("calm", calm), ("busy", busy)):
+        for decision in group:
+            if decision["label"] != 0:
+                doc = record(url, decision["decision_id"])["explanation"]
+                outcomes[phase][doc["reason"] if doc["status"] == "skipped" else doc["status"]] += 1
+    calm_, busy_ = outcomes["calm"], outcomes["busy"]
+    assert set(calm_) == {"done", "not_sampled"} and min(calm_.values()) > 0, calm_
+    assert busy_["queue_full"] > 0, busy_
     text = metrics(url)
-    shed = {reason: metric_value(text, "arbiter_explanations_shed_total",
-                                 deployment="sampled", reason=reason)
-            for reason in ("not_sampled", "queue_full")}
-    assert outcomes.get("not_sampled", 0) == shed["not_sampled"] > 0, (outcomes, shed)
-    assert outcomes.get("queue_full", 0) == shed["queue_full"] > 0, (outcomes, shed)
-    assert outcomes.get("done", 0) > 0
-    assert sum(outcomes.values()) == len(decisions) - len(refused)
+    for reason in ("not_sampled", "queue_full"):
+        assert metric_value(text, "arbiter_explanations_shed_total", deployment="sampled",
+                            reason=reason) == calm_[reason] + busy_[reason]
+    assert calm_.total() + busy_.total() == len(decisions) - len(refused)
     assert metric_value(text, "arbiter_explanations_total", deployment="sampled",
-                        status="done") == len(refused) + outcomes["done"]
+                        status="done") == len(refused) + calm_["done"] + busy_["done"]
 
 
 def test_get_explanation_statuses_and_on_demand(explaining, holdout_x):
