@@ -24,6 +24,7 @@ import numpy as np
 from alibi.explainers import AnchorTabular, TreeShap
 
 from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
+from explain.reasons import ReasonWriter
 from explain.shapley import shap_explanation
 
 __all__ = [
@@ -111,7 +112,7 @@ class AnchorTabularExplainer(Explainer):
         label_output: bool = False,
         reasons: Any = None,
     ) -> None:
-        super().__init__(model, schema, reasons)
+        super().__init__(model, schema, ReasonWriter(schema) if reasons is None else reasons)
         self.seed = seed
         self.threshold = threshold
         self.batch_size = batch_size
@@ -227,7 +228,7 @@ class TreeShapExplainer(Explainer):
         self, model: str, schema: FeatureSchema, *, artifact: Path, seed: int = 0,
         reasons: Any = None,
     ) -> None:
-        super().__init__(model, schema, reasons)
+        super().__init__(model, schema, ReasonWriter(schema) if reasons is None else reasons)
         self.artifact = Path(artifact)
         self.seed = seed
         self._tree: Any = None

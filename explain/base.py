@@ -247,18 +247,17 @@ class Explainer(abc.ABC):
     Args:
         model: key of the model explained.
         schema: the input encoding and its wording.
-        reasons: writes the reasons (default: a writer of ``schema`` with no reference
+        reasons: the :class:`explain.reasons.ReasonWriter` that words the reasons
+            (subclasses default it to a writer of ``schema`` with no reference
             statistics, adverse class 0, top 4).
     """
 
     method: str = ""
 
-    def __init__(self, model: str, schema: FeatureSchema, reasons: Any = None) -> None:
-        from explain.reasons import ReasonWriter
-
+    def __init__(self, model: str, schema: FeatureSchema, reasons: Any) -> None:
         self.model = model
         self.schema = schema
-        self.reasons: ReasonWriter = reasons if reasons is not None else ReasonWriter(schema)
+        self.reasons = reasons
 
     @abc.abstractmethod
     def fit(self, reference: np.ndarray) -> None:

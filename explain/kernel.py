@@ -27,6 +27,7 @@ from alibi.explainers.shap_wrappers import KernelExplainerWrapper
 
 from explain.alibi import PredictorSlot, categorical, check_reference
 from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
+from explain.reasons import ReasonWriter
 from explain.shapley import shap_explanation
 
 __all__ = ["KernelShapExplainer", "MAX_ROWS_PER_CALL"]
@@ -127,7 +128,7 @@ class KernelShapExplainer(Explainer):
         max_rows_per_call: int = MAX_ROWS_PER_CALL,
         reasons: Any = None,
     ) -> None:
-        super().__init__(model, schema, reasons)
+        super().__init__(model, schema, ReasonWriter(schema) if reasons is None else reasons)
         self.seed = seed
         self.nsamples = nsamples
         self.link = link

@@ -33,6 +33,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
+from explain.reasons import ReasonWriter
 from explain.shapley import shap_explanation
 
 __all__ = ["LinearShapExplainer"]
@@ -64,7 +65,7 @@ class LinearShapExplainer(Explainer):
     def __init__(
         self, model: str, schema: FeatureSchema, *, artifact: Path, reasons: Any = None
     ) -> None:
-        super().__init__(model, schema, reasons)
+        super().__init__(model, schema, ReasonWriter(schema) if reasons is None else reasons)
         self.artifact = Path(artifact)
         self._estimator: Any = None
         self._weights = np.zeros(0)
