@@ -462,13 +462,11 @@ class GatewayConfig(_Spec):
                         f"under 'models' (known: {sorted(self.models)})"
                     )
             explain = deployment.explain
-            if explain is not None and explain.method == "tree_shap":
-                missing = sorted(set(router_models) - set(explain.model_artifact))
-                if missing:
-                    raise ValueError(
-                        f"deployments.{name}.explain.model_artifact lacks {missing} "
-                        "(tree_shap needs each routed model's artifact)"
-                    )
+            if explain is not None:
+                try:
+                    explain.check_models(router_models)
+                except ValueError as exc:
+                    raise ValueError(f"deployments.{name}.explain.{exc}") from None
         if not self.deployments:
             raise ValueError("'deployments' is empty")
         if os.environ.get(DSN_ENV) and "store" in self.model_fields_set \
@@ -559,11 +557,7 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     for name, dep in config.deployments.items():
         explain = dep.explain
         if explain is not None:
-            explain = explain.model_copy(update={
-                "reference_data": resolve(explain.reference_data),
-                "encoding": resolve(explain.encoding),
-                "model_artifact": {k: resolve(v) for k, v in explain.model_artifact.items()},
-            })
+            explain = explain.resolved(base)
         deployments[name] = dep.model_copy(update={
             "explain": explain, "input_schema": _input_schema(dep.input_schema, base, name),
             "monitoring": _monitoring(dep.monitoring, base, name),
