@@ -7,7 +7,9 @@ Usage::
         [--quick] [--targets arbiter-onnx,floor,...] [--no-install]
 
 Targets (see :mod:`benchmarks.targets`): ``arbiter-onnx``, ``arbiter-sklearn``,
-``gateway-single``, ``gateway-thompson``, ``mlserver-sklearn``, ``floor``. Each is
+``gateway-single``, ``gateway-thompson``, ``mlserver-sklearn``, ``floor``, and the
+fair pair ``arbiter-sklearn-plain`` / ``mlserver-sklearn-plain`` (a one-step
+scikit-learn model, no pipeline, the kind MLServer's published figures use). Each is
 loaded over REST and (where it has it) gRPC at each concurrency, for ``--duration``
 seconds after ``--warmup`` seconds at the same concurrency; the order of the targets is
 reversed on every other repeat. Per cell it records req/s, p50 and p99 latency, the CPU
@@ -49,7 +51,7 @@ from benchmarks.harness import (
 __all__ = ["Options", "ALL_TARGETS", "run", "main", "markdown", "evaluate_targets"]
 
 ALL_TARGETS = ("arbiter-onnx", "arbiter-sklearn", "gateway-single", "gateway-thompson",
-               "mlserver-sklearn", "floor")
+               "mlserver-sklearn", "floor", "arbiter-sklearn-plain", "mlserver-sklearn-plain")
 
 
 @dataclass(slots=True)
@@ -120,6 +122,13 @@ def _build_targets(opts: Options, models: Path, server_cpus) -> list[tg.Target]:
                                                 parallel_workers=opts.mlserver_workers)
     if "floor" in want:
         built["floor"] = tg.floor(models, payload, ref, server_cpus)
+    if "arbiter-sklearn-plain" in want:
+        built["arbiter-sklearn-plain"] = tg.arbiter_wrapper("sklearn-plain", models, payload,
+                                                            ref, server_cpus)
+    if "mlserver-sklearn-plain" in want:
+        built["mlserver-sklearn-plain"] = tg.mlserver(
+            models, payload, ref, server_cpus, parallel_workers=opts.mlserver_workers,
+            plain=True)
     # wrappers started for the gateway's sake come first (so they start first) either way
     return [built[n] for n in ALL_TARGETS if n in built]
 
@@ -242,7 +251,8 @@ def _document(opts, cells, rss, broken, tools, pinning, started) -> dict[str, An
         })
     by = {(r["target"], r["transport"], r["concurrency"]): r for r in rows}
     for r in rows:
-        ml = by.get(("mlserver-sklearn", r["transport"], r["concurrency"]))
+        ml_name = "mlserver-sklearn-plain" if r["target"].endswith("-plain") else "mlserver-sklearn"
+        ml = by.get((ml_name, r["transport"], r["concurrency"]))
         fl = by.get(("floor", "rest", r["concurrency"]))
         r["vs_mlserver"] = r["rps"] / ml["rps"] if ml and ml["rps"] else None
         r["vs_floor"] = r["rps"] / fl["rps"] if fl and fl["rps"] else None
@@ -290,8 +300,10 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
           ("floor", "rest", 16), 0.8)
     ratio("sklearn wrapper REST c=16 >= 1.5x MLServer", ("arbiter-sklearn", "rest", 16),
           ("mlserver-sklearn", "rest", 16), 1.5)
+    ratio("one-step sklearn: Arbiter REST c=16 >= MLServer",
+          ("arbiter-sklearn-plain", "rest", 16), ("mlserver-sklearn-plain", "rest", 16), 1.0)
     for name in ("arbiter-onnx", "arbiter-sklearn", "gateway-single", "gateway-thompson",
-                 "mlserver-sklearn"):
+                 "mlserver-sklearn", "arbiter-sklearn-plain", "mlserver-sklearn-plain"):
         pairs = [(by[(name, "grpc", c)], by[(name, "rest", c)]) for (t, tr, c) in by
                  if t == name and tr == "rest" and (name, "grpc", c) in by]
         if not pairs:

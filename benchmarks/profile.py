@@ -10,7 +10,8 @@ closed-loop load for ``--duration`` seconds while ``py-spy record`` samples the 
 process (for gateway targets, ``--process gateway`` or a wrapper), and writes
 ``benchmarks/results/profile-<target>-<transport>-c<N>.{txt,svg}``: the top functions by
 self and by inclusive share of the non-idle samples, and a flame graph.
-Needs ``py-spy`` (``pip install py-spy``).
+Uses ``py-spy`` from the PATH, this venv, or ``.cache/profile-venv`` (created with py-spy
+on first use, so the project's venv stays as ``pyproject.toml`` says).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 from pathlib import Path
 
 from benchmarks import compare
-from benchmarks.harness import RESULTS, check_once, cores, ensure_tools, run_load
+from benchmarks.harness import CACHE, RESULTS, check_once, cores, ensure_tools, run_load
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -56,6 +57,22 @@ def summarize(raw: str, top: int = 25) -> str:
     return "\n".join(out)
 
 
+def _pyspy() -> str:
+    """The py-spy executable: on the PATH, beside this interpreter, or in a venv of its
+    own under ``.cache/profile-venv`` (made on first use)."""
+    for found in (shutil.which("py-spy"), str(Path(sys.executable).parent / "py-spy"),
+                  str(CACHE / "profile-venv" / "bin" / "py-spy")):
+        if found and Path(found).exists():
+            return found
+    venv = CACHE / "profile-venv"
+    print(f"[profile] installing py-spy into {venv} (one-off) ...", flush=True)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "py-spy"],
+                   check=True)
+    return str(venv / "bin" / "py-spy")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--target", required=True, choices=compare.ALL_TARGETS)
@@ -67,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--models", type=Path, default=None)
     args = p.parse_args(argv)
-    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(pyspy).exists():
-        raise SystemExit("py-spy not found: pip install py-spy")
+    pyspy = _pyspy()
     opts = compare.Options(targets=[args.target], transports=[args.transport],
                            models=args.models)
     pinning = cores()

@@ -8,6 +8,10 @@ and the endpoints (REST / gRPC) to load, with the expected output of the credit 
   Thompson router over lr, gbm and mlp), upstreams over gRPC;
 * ``mlserver-sklearn``: MLServer 1.7.1 serving the same ``lr.joblib``, from its own venv
   under ``.cache/mlserver-venv`` (created on first use);
+* ``arbiter-sklearn-plain`` / ``mlserver-sklearn-plain``: both serving
+  ``lr-plain.joblib``, a one-step ``LogisticRegression`` on the 20 encoded columns (no
+  pipeline), the kind of model MLServer's published figures use; made by
+  :func:`ensure_plain_lr`;
 * ``floor``: :mod:`benchmarks.floor`.
 """
 
@@ -36,7 +40,7 @@ from benchmarks.harness import (
 )
 
 __all__ = ["Target", "Reference", "arbiter_wrapper", "floor", "mlserver", "gateway",
-           "ensure_mlserver", "MLSERVER_PINS"]
+           "ensure_mlserver", "ensure_plain_lr", "plain_reference", "MLSERVER_PINS"]
 
 ARBITER = [sys.executable, "-m", "gateway.cli"]
 MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22", "numpy<2"]
@@ -102,7 +106,8 @@ def _endpoints(target: Target, http: int, grpc: int | None, model: str, payload:
 def _wrapper_process(key: str, models: Path, cpus) -> tuple[ServerProcess, int, int]:
     http, grpc = free_port(), free_port()
     framework, artifact = {"gbm": ("onnx", "gbm.onnx"), "lr": ("sklearn", "lr.joblib"),
-                           "mlp": ("torch", "mlp.pt")}[key]
+                           "mlp": ("torch", "mlp.pt"),
+                           "lr-plain": ("sklearn", "lr-plain.joblib")}[key]
     argv = [*ARBITER, "serve-model", "--framework", framework, "--model",
             str(models / artifact), "--settings", str(models / f"{key}.yaml"),
             "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
@@ -116,11 +121,16 @@ def _wrapper_process(key: str, models: Path, cpus) -> tuple[ServerProcess, int, 
 
 def arbiter_wrapper(framework: str, models: Path, payload: Payload, ref: Reference,
                     cpus) -> Target:
-    """``arbiter serve-model`` for ``onnx`` (gbm.onnx) or ``sklearn`` (lr.joblib)."""
-    key = {"onnx": "gbm", "sklearn": "lr"}[framework]
+    """``arbiter serve-model`` for ``onnx`` (gbm.onnx), ``sklearn`` (lr.joblib) or
+    ``sklearn-plain`` (lr-plain.joblib)."""
+    key = {"onnx": "gbm", "sklearn": "lr", "sklearn-plain": "lr-plain"}[framework]
+    if key == "lr-plain":
+        ensure_plain_lr(models)
     proc, http, grpc = _wrapper_process(key, models, cpus)
     target = Target(f"arbiter-{framework}", [proc])
-    expected = ref.gbm if key == "gbm" else ref.lr
+    expected = {"gbm": ref.gbm, "lr": ref.lr}.get(key)
+    if expected is None:
+        expected = plain_reference(models, payload)
     _endpoints(target, http, grpc, f"credit-{key}", payload,
                expect_probs("probabilities", [expected], ["label"]))
     return target
@@ -137,6 +147,34 @@ def floor(models: Path, payload: Payload, ref: Reference, cpus) -> Target:
     _endpoints(target, http, None, "credit-gbm", payload,
                expect_probs("probabilities", [ref.gbm], ["label"]))
     return target
+
+
+# ------------------------------------------------------------- one-step scikit-learn
+def ensure_plain_lr(models: Path) -> Path:
+    """``lr-plain.joblib`` (and ``lr-plain.yaml``, the settings of ``lr.yaml`` renamed):
+    a one-step ``LogisticRegression`` fitted on ``reference.npy`` to the labels the
+    credit ``lr`` pipeline gives those rows. Made once, beside the other models."""
+    import joblib
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    path = models / "lr-plain.joblib"
+    if not path.exists():
+        x = np.load(models / "reference.npy")
+        labels = joblib.load(models / "lr.joblib").predict(x)
+        joblib.dump(LogisticRegression(max_iter=1000).fit(x, labels), path)
+    settings = yaml.safe_load((models / "lr.yaml").read_text())
+    settings.update(name="credit-lr-plain", uri="lr-plain.joblib")
+    (models / "lr-plain.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+def plain_reference(models: Path, payload: Payload) -> np.ndarray:
+    """P(bad), P(good) of the payload row by ``lr-plain.joblib``."""
+    import joblib
+
+    model = joblib.load(ensure_plain_lr(models))
+    return np.asarray(model.predict_proba(payload.row.reshape(1, 20))[0], np.float64)
 
 
 # -------------------------------------------------------------------------- MLServer
@@ -161,16 +199,20 @@ def ensure_mlserver(venv: Path | None = None) -> Path:
 
 
 def mlserver(models: Path, payload: Payload, ref: Reference, cpus, *,
-             parallel_workers: int | None = None) -> Target:
-    """MLServer 1.7.1 + mlserver-sklearn serving ``lr.joblib``; the request asks for
-    ``predict`` and ``predict_proba`` (the label and probabilities Arbiter returns)."""
+             parallel_workers: int | None = None, plain: bool = False) -> Target:
+    """MLServer 1.7.1 + mlserver-sklearn serving ``lr.joblib`` (``plain``:
+    ``lr-plain.joblib``); the request asks for ``predict`` and ``predict_proba`` (the
+    label and probabilities Arbiter returns)."""
     exe = ensure_mlserver()
-    root = CACHE / f"bench-mlserver-{os.getpid()}"
+    artifact = "lr-plain.joblib" if plain else "lr.joblib"
+    if plain:
+        ensure_plain_lr(models)
+    root = CACHE / f"bench-mlserver{'-plain' if plain else ''}-{os.getpid()}"
     model_dir = root / "credit-lr"
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib_path = model_dir / "lr.joblib"
     if not joblib_path.exists():
-        joblib_path.symlink_to((models / "lr.joblib").resolve())
+        joblib_path.symlink_to((models / artifact).resolve())
     http, grpc, metrics = free_port(), free_port(), free_port()
     settings = {"host": "127.0.0.1", "http_port": http, "grpc_port": grpc,
                 "metrics_port": metrics}
@@ -184,9 +226,11 @@ def mlserver(models: Path, payload: Payload, ref: Reference, cpus, *,
                          f"http://127.0.0.1:{http}/v2/health/ready", cpus=cpus, cwd=root)
     notes = ("default settings" if parallel_workers is None
              else f"parallel_workers={parallel_workers}")
-    target = Target("mlserver-sklearn", [proc], notes=notes, workdir=root)
+    name = "mlserver-sklearn-plain" if plain else "mlserver-sklearn"
+    target = Target(name, [proc], notes=notes, workdir=root)
+    expected = plain_reference(models, payload) if plain else ref.lr
     _endpoints(target, http, grpc, "credit-lr", payload,
-               expect_probs("predict_proba", [ref.lr], ["predict"]),
+               expect_probs("predict_proba", [expected], ["predict"]),
                outputs=("predict", "predict_proba"))
     return target
 

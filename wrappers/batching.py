@@ -36,7 +36,9 @@ on the event loop, one at a time, and a request that would have run at once, alo
 instead for the end of the current loop iteration, so that the requests that arrived
 with it join its batch. The first calls, and every call of a model whose average
 rises past the bound, go to the worker threads as above; ``inline_below_us=0`` keeps
-every call there.
+every call there. Each duration enters the average clipped at four times the bound, so a
+lone slow call (the process preempted mid-call on a busy core) leaves a fast model on
+the loop while two in a row move it off.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ DEFAULT_INLINE_BELOW_US = 200.0
 _SMOOTHING = 0.2
 """Weight of the latest call in the moving average of predict durations."""
 
+_CLIP = 4.0
+"""Each duration enters the average at most this many times the inline bound."""
+
 
 class _Pending:
     """One queued request: its inputs, row count, merge key and result future."""
@@ -75,7 +80,7 @@ class _Pending:
     def __init__(self, inputs: Arrays, rows: int, future: asyncio.Future[Arrays]) -> None:
         self.inputs = inputs
         self.rows = rows
-        self.key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in inputs.items())
+        self.key = tuple([(n, a.dtype.str, a.shape[1:]) for n, a in inputs.items()])
         self.future = future
 
 
@@ -235,7 +240,7 @@ class BatchingWrapper(ModelWrapper):
         try:
             return self.inner.predict(inputs)
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed = min(time.perf_counter() - start, _CLIP * self.inline_below_s)
             average = self.call_s
             self.call_s = elapsed if average is None else (
                 average + _SMOOTHING * (elapsed - average))

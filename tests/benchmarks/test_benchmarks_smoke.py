@@ -90,3 +90,23 @@ def test_loadtest_runs_locust_against_the_stack(credit_model_dir: Path,
     assert Path(stem + ".html").exists()
     share = Path(stem + "_arm_share.csv").read_text().splitlines()
     assert share[0].startswith("t_start_s,decisions,") and len(share) >= 2
+
+
+def test_compare_serves_the_one_step_scikit_learn_model(credit_model_dir: Path) -> None:
+    """The fair MLServer pair's Arbiter side: a plain LogisticRegression made from the
+    credit data, served and checked against its own predict_proba."""
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    doc = compare.run(compare.Options(
+        targets=["arbiter-sklearn-plain"], transports=["rest", "grpc"], concurrency=[2],
+        duration_s=0.5, warmup_s=0.0, repeats=1, install=False, models=credit_model_dir,
+        write=False,
+    ))
+    assert doc["broken"] == {}
+    assert {(r["target"], r["transport"]) for r in doc["rows"]} == {
+        ("arbiter-sklearn-plain", "rest"), ("arbiter-sklearn-plain", "grpc")}
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in doc["rows"])
+    assert type(joblib.load(credit_model_dir / "lr-plain.joblib")) is LogisticRegression
+    goals = {g["goal"]: g["met"] for g in doc["targets_met"]}
+    assert goals["one-step sklearn: Arbiter REST c=16 >= MLServer"] is None
