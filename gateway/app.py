@@ -18,7 +18,7 @@ GET       /v2/deployments/{deployment}/fairness        ``?window=all|hour|day|da
 POST      /v2/deployments/{deployment}/promote         ``{"model": key}`` (champion_challenger)
 ========  ===========================================  =================================
 
-gRPC: ``arbiter.DecisionService`` (``Feedback``, ``GetDecision``), beside
+gRPC: ``arbiter.DecisionService`` (``Feedback``, ``GetDecision``, ``GetExplanation``), beside
 ``inference.GRPCInferenceService``.
 
 With ``console: {enabled: true}``, the read-only web console at ``/console``
@@ -90,6 +90,7 @@ REST_SCOPES = {
 GRPC_SCOPES = {
     "/arbiter.DecisionService/Feedback": FEEDBACK,
     "/arbiter.DecisionService/GetDecision": DECISIONS_READ,
+    "/arbiter.DecisionService/GetExplanation": DECISIONS_READ,
     **SELDON_GRPC_SCOPES,
 }
 """Scope of each RPC the gateway adds to the server stack."""
@@ -350,6 +351,12 @@ class DecisionServicer(arbiter_pb2_grpc.DecisionServiceServicer):
     async def GetDecision(self, request, context):  # noqa: N802
         record = await self.gateway.store.get(request.decision_id)
         return arbiter_pb2.DecisionRecord(json=orjson.dumps(record).decode())
+
+    async def GetExplanation(self, request, context):  # noqa: N802
+        status, doc = await self.gateway.explain.explanation(request.decision_id)
+        return arbiter_pb2.ExplanationRecord(
+            json=orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+            pending=status == 202)
 
 
 def build_gateway(

@@ -62,3 +62,11 @@ class DecisionRecord(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class ExplanationRecord(_message.Message):
+    __slots__ = ("json", "pending")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    pending: bool
+    def __init__(self, json: _Optional[str] = ..., pending: _Optional[bool] = ...) -> None: ...

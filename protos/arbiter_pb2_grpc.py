@@ -44,6 +44,11 @@ class DecisionServiceStub:
                 request_serializer=protos_dot_arbiter__pb2.GetDecisionRequest.SerializeToString,
                 response_deserializer=protos_dot_arbiter__pb2.DecisionRecord.FromString,
                 _registered_method=True)
+        self.GetExplanation = channel.unary_unary(
+                '/arbiter.DecisionService/GetExplanation',
+                request_serializer=protos_dot_arbiter__pb2.GetDecisionRequest.SerializeToString,
+                response_deserializer=protos_dot_arbiter__pb2.ExplanationRecord.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -63,6 +68,15 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExplanation(self, request, context):
+        """The decision's explanation, as GET /v2/decisions/{id}/explanation returns it:
+        final (done or failed), or pending (queued on demand for a decision never
+        explained). NOT_FOUND for an unknown id or a deployment that does not explain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.GetDecision,
                     request_deserializer=protos_dot_arbiter__pb2.GetDecisionRequest.FromString,
                     response_serializer=protos_dot_arbiter__pb2.DecisionRecord.SerializeToString,
+            ),
+            'GetExplanation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExplanation,
+                    request_deserializer=protos_dot_arbiter__pb2.GetDecisionRequest.FromString,
+                    response_serializer=protos_dot_arbiter__pb2.ExplanationRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +150,33 @@ class DecisionService:
             '/arbiter.DecisionService/GetDecision',
             protos_dot_arbiter__pb2.GetDecisionRequest.SerializeToString,
             protos_dot_arbiter__pb2.DecisionRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExplanation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arbiter.DecisionService/GetExplanation',
+            protos_dot_arbiter__pb2.GetDecisionRequest.SerializeToString,
+            protos_dot_arbiter__pb2.ExplanationRecord.FromString,
             options,
             channel_credentials,
             insecure,

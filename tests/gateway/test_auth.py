@@ -353,6 +353,9 @@ RPC_CASES = [
         arbiter_pb2.FeedbackResponse, FEEDBACK),
     Rpc("gateway", "/arbiter.DecisionService/GetDecision", _get_decision,
         arbiter_pb2.DecisionRecord, DECISIONS_READ),
+    Rpc("gateway", "/arbiter.DecisionService/GetExplanation", _get_decision,
+        arbiter_pb2.ExplanationRecord, DECISIONS_READ,
+        ok=grpc.StatusCode.NOT_FOUND),  # credit explains nothing
     Rpc("gateway", "/seldon.protos.Seldon/Predict", _seldon_predict, seldon_pb2.SeldonMessage,
         INFER),
     Rpc("gateway", "/seldon.protos.Seldon/SendFeedback", _seldon_feedback,

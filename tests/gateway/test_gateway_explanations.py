@@ -232,3 +232,33 @@ def test_store_without_inputs_still_explains_refusals_not_on_demand(
         approved = next(d for d in decisions if d["label"] == 1)
         status, _, doc = explanation(url, approved["decision_id"])
         assert status == 404 and "inputs were not kept" in doc["error"]
+
+
+def test_grpc_get_explanation_answers_as_rest_does(explaining, holdout_x):
+    import grpc
+
+    from protos import arbiter_pb2, arbiter_pb2_grpc
+
+    url = explaining.http_url
+    with grpc.insecure_channel(explaining.grpc_target) as channel:
+        stub = arbiter_pb2_grpc.DecisionServiceStub(channel)
+
+        def get(decision_id: str) -> arbiter_pb2.ExplanationRecord:
+            return stub.GetExplanation(arbiter_pb2.GetDecisionRequest(decision_id=decision_id),
+                                       timeout=10)
+
+        with pytest.raises(grpc.RpcError) as error:
+            get("no-such-decision")
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        plain = decide(url, "plain", holdout_x[:1])[0]
+        with pytest.raises(grpc.RpcError) as error:
+            get(plain["decision_id"])
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "does not explain" in error.value.details()
+
+        slow = decide(url, "slow", holdout_x[1:2])[0]  # owed a while: pending over gRPC too
+        owed = get(slow["decision_id"])
+        assert owed.pending and json.loads(owed.json)["status"] == "pending"
+        done = wait_explained(url, slow["decision_id"])
+        final = get(slow["decision_id"])
+        assert not final.pending and json.loads(final.json) == done
