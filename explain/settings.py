@@ -179,6 +179,13 @@ class ExplainSpec(BaseModel):
         description="Seconds from submission within which an explanation must finish; "
         "later ones fail with reason 'timeout'.",
     )
+    inline_deadline_s: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="mode 'inline': seconds the response waits for its explanation before "
+        "it is answered with {'status': 'pending'} (the explanation still finishes and is "
+        "stored). Default: timeout_s. Per request: the parameter explanation_deadline_s.",
+    )
     workers: int = Field(
         default=1, ge=1, le=64, description="Worker processes that compute explanations."
     )

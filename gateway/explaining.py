@@ -9,7 +9,7 @@ best effort. A decision's explanation document is served by
 document once final (``done``, or ``failed`` after its retries), 202 while it is
 owed, and a decision never explained is queued on demand (202). In ``inline`` mode
 the inference response waits for the explanation up to a deadline
-(``explain.inline_deadline_s`` when the spec has it, else ``timeout_s``; per request the
+(``explain.inline_deadline_s``, else ``timeout_s``; per request the
 parameter ``explanation_deadline_s``) and carries it in ``parameters.explanation``
 (JSON text), or ``{"status": "pending"}`` past the deadline. A promotion refits the
 deployment's explainers in the background.

@@ -79,7 +79,7 @@ class ExplanationQueue:
         self.owner = owner
         self.policy = ExplanationPolicy(spec)
         self.inline = spec.mode == "inline"
-        self.deadline_s = float(getattr(spec, "inline_deadline_s", None) or spec.timeout_s)
+        self.deadline_s = float(spec.inline_deadline_s or spec.timeout_s)
         self.room = spec.workers * max(2, int(getattr(spec, "max_batch", 2)))
         self.worker: Any = None
         self.running: dict[str, asyncio.Task] = {}

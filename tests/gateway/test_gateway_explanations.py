@@ -55,6 +55,8 @@ def explaining(lr_pod, gbm_pod, mlp_pod, slow_pod, credit_models,
         "inline": {"router": GBM, "explain": tree_shap(credit_models, mode="inline",
                                                        when="all")},
         "slow": {"router": {"kind": "weighted", "weights": {"slow": 1}}, "explain": kernel},
+        "slow-inline": {"router": {"kind": "weighted", "weights": {"slow": 1}},
+                        "explain": {**kernel, "mode": "inline", "inline_deadline_s": 0.3}},
         "plain": {"router": GBM},
     }
     extra = {"slow": {"url": f"grpc://{slow_pod.grpc_target}", "name": "slow"}}
@@ -212,6 +214,17 @@ def test_inline_answer_carries_the_explanation_within_its_deadline(explaining, h
     status, _, doc = rest_infer(url, "inline", holdout_x[:1],
                                 parameters={"explanation_deadline_s": "soon"})
     assert status == 400 and "explanation_deadline_s" in doc["error"]
+
+
+def test_inline_deadline_from_the_config_answers_before_a_slow_explanation(
+        explaining, holdout_x):
+    url = explaining.http_url  # Kernel SHAP of a 0.5 s pod: seconds; the deadline is 0.3 s
+    start = time.monotonic()
+    decision = decide(url, "slow-inline", holdout_x[2:3])[0]
+    assert time.monotonic() - start < 5  # not timeout_s (30 s)
+    assert json.loads(decision["parameters"]["explanation"]) == {
+        "status": "pending", "decision_id": decision["decision_id"]}
+    assert wait_explained(url, decision["decision_id"])["status"] == "done"
 
 
 def test_store_without_inputs_still_explains_refusals_not_on_demand(
