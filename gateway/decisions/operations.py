@@ -32,10 +32,10 @@ from routers.state import CHAMPION, PROMOTIONS, ArmStats, Learning
 log = logging.getLogger("arbiter.decisions")
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema",
-    "decision_row", "dumps", "find_holder", "input_docs", "insert_decision", "insert_feedback",
-    "nothing", "probe", "promote_router", "purge_before", "put_value", "select_decisions",
-    "state_of_all", "upsert_doc",
+    "BULK_ROWS", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "correct_feedback", "create_schema",
+    "decision_row", "dumps", "find_holder", "input_docs", "insert_decision", "insert_decisions",
+    "insert_feedback", "nothing", "probe", "promote_router", "purge_before", "put_value",
+    "select_decisions", "state_of_all", "upsert_doc",
 ]
 
 SCHEMA_VERSION = 2
@@ -211,6 +211,17 @@ def _same_request(key: str, held: tuple, request_hash: str | None) -> str:
 _INSERT = ("INSERT INTO decisions (id, time, deployment, router, routed, propensity, "
            "idempotency_key, doc, request_hash) VALUES")
 _ROW = "?, ?, ?, ?, ?, ?, ?, ?, ?"
+
+BULK_ROWS = 100
+"""Most rows of one multi-row insert (900 parameters: under SQLite's oldest limit)."""
+
+
+def insert_decisions(tx: Tx, rows: list[tuple]) -> None:
+    """Insert decisions without an idempotency key (ids are fresh UUID4s, so nothing
+    conflicts; a row already there is left as it is) in one statement of ``len(rows)``
+    rows, at most :data:`BULK_ROWS`."""
+    values = ", ".join([f"({_ROW})"] * len(rows))
+    tx.run(f"{_INSERT} {values} ON CONFLICT DO NOTHING", [v for row in rows for v in row])
 
 
 def purge_before(tx: Tx, cutoff: float) -> int:

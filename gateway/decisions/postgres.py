@@ -10,9 +10,12 @@ one deployment commits in one order across replicas and a promotion's compare-an
 cannot race. Schema creation at startup is serialised the same way. Deadlocks and
 serialisation failures are retried by the store; a server that cannot be reached or
 written (connection errors, shutdown, a read-only standby, out of disk) is an outage
-(``gateway.decisions.writer``). Connections time out after :data:`CONNECT_TIMEOUT_S`
-unless the DSN says otherwise, and a read waits at most :data:`READ_WAIT_S` for a pooled
-connection.
+(``gateway.decisions.writer``). Unless the DSN says otherwise, connecting times out
+after :data:`CONNECT_TIMEOUT_S` and a connection whose server stops answering (a
+network partition, not only a refused connection) fails within about
+:data:`TCP_TIMEOUT_MS` (libpq ``tcp_user_timeout`` and keepalives), so the outage is
+seen instead of a writer stuck on a socket; a read waits at most :data:`READ_WAIT_S`
+for a pooled connection.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from psycopg_pool import ConnectionPool
 
 from gateway.decisions.dialect import Dialect, Tx
 
-__all__ = ["CONNECT_TIMEOUT_S", "PostgresDialect", "READ_WAIT_S", "masked_dsn"]
+__all__ = ["CONNECT_TIMEOUT_S", "PostgresDialect", "READ_WAIT_S", "TCP_TIMEOUT_MS",
+           "masked_dsn"]
 
 _SCHEMA_LOCK = 0x61726269  # "arbi"
 
@@ -36,6 +40,14 @@ CONNECT_TIMEOUT_S = 5
 
 READ_WAIT_S = 5.0
 """Longest wait of a read for a pooled connection."""
+
+TCP_TIMEOUT_MS = 10_000
+"""libpq ``tcp_user_timeout``: how long sent data may stay unacknowledged (ms)."""
+
+_DEFAULTS = {"connect_timeout": CONNECT_TIMEOUT_S, "tcp_user_timeout": TCP_TIMEOUT_MS,
+             "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+             "keepalives_count": 3}
+"""libpq parameters set when the DSN has none of its own."""
 
 _OUTAGE_STATES = ("08", "53", "57P", "25006")
 """SQLSTATEs (or their classes) of a server that cannot be written: connection
@@ -56,9 +68,9 @@ class PostgresDialect(Dialect):
     def __init__(self, dsn: str, pool_size: int = 4) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
-        self._options: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in conninfo_to_dict(dsn):
-            self._options["connect_timeout"] = CONNECT_TIMEOUT_S
+        given = conninfo_to_dict(dsn)
+        self._options: dict[str, Any] = {
+            "autocommit": True, **{k: v for k, v in _DEFAULTS.items() if k not in given}}
 
     @property
     def where(self) -> str:

@@ -128,10 +128,14 @@ class SQLDecisionStore(DecisionStore):
         except Exception as exc:
             await self._writer.stop()
             raise self._open_error(exc.__cause__ or exc) from None
-        if not self.dialect.reads_through_writer:
-            self._readers = ThreadPoolExecutor(2, thread_name_prefix="arbiter-store-reader")
-            self._reader = self.dialect.reader()
-        await self.refresh()
+        try:
+            if not self.dialect.reads_through_writer:
+                self._readers = ThreadPoolExecutor(2, thread_name_prefix="arbiter-store-reader")
+                self._reader = self.dialect.reader()
+            await self.refresh()
+        except Exception as exc:
+            await self.close()
+            raise self._open_error(exc.__cause__ or exc) from None
         self._opened = True
         self._refresher = asyncio.create_task(self._refresh_loop(), name="store-refresh")
         if self.spec.retention_days is not None:
@@ -150,12 +154,13 @@ class SQLDecisionStore(DecisionStore):
                 await asyncio.gather(task, return_exceptions=True)
         if self._writer is not None:
             await self._writer.stop()
-        if self._readers is not None:
-            reader = self._reader
-            await asyncio.get_running_loop().run_in_executor(
-                self._readers, self.dialect.close_reader, reader
-            )
-            self._readers.shutdown(wait=True)
+        readers, reader = self._readers, self._reader
+        self._readers = self._reader = None
+        if readers is not None:
+            if reader is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    readers, self.dialect.close_reader, reader)
+            readers.shutdown(wait=True)
 
     @property
     def pending_writes(self) -> int:

@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import psycopg
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from protos import arbiter_pb2, arbiter_pb2_grpc
 from tests.fakes import http_call
 from tests.gateway.conftest import metric_value
 from tests.gateway.outages import own_postgres  # noqa: F401 - fixture
@@ -92,6 +94,17 @@ def _store_up(gateway: GatewayProcess) -> float:
     return metric_value(gateway.get_text("/metrics"), "arbiter_decision_store_up")
 
 
+def _grpc_feedback_code(gateway: GatewayProcess, decision_id: str) -> grpc.StatusCode:
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        stub = arbiter_pb2_grpc.DecisionServiceStub(channel)
+        try:
+            stub.Feedback(arbiter_pb2.FeedbackRequest(deployment="plain", feedback=[
+                arbiter_pb2.Feedback(decision_id=decision_id, reward=1.0)]), timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
 def _grpc_status(gateway: GatewayProcess, x: np.ndarray) -> str:
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}")
     try:
@@ -143,6 +156,7 @@ def test_every_decision_answered_during_an_outage_is_recorded(
         assert status == 503 and headers["Retry-After"] and json.loads(body)["error"]
         assert time.monotonic() - start < 1.0  # both refused at once, no 30 s wait
         assert _grpc_status(process, holdout_x) == "StatusCode.UNAVAILABLE"
+        assert _grpc_feedback_code(process, first) == grpc.StatusCode.UNAVAILABLE
 
         time.sleep(1.0)
         own_postgres.resume()
@@ -166,5 +180,5 @@ def test_every_decision_answered_during_an_outage_is_recorded(
 
     status, reply = process.post("/v2/deployments/plain/feedback",
                                  {"decision_id": first, "reward": 1.0})
-    assert status == 200 and reply["status"] == "accepted"
+    assert status == 200 and reply["status"] == "accepted"  # nothing was acknowledged before
     assert _grpc_status(process, holdout_x) == "OK"
