@@ -241,10 +241,11 @@ class ModelTarget:
             if tensor.name in arrays:
                 raise InvalidRequestError(f"input {tensor.name!r} is given twice")
             arrays[tensor.name] = _check_input(tensor, declared)
-        missing = [n for n in self._inputs if n not in arrays]
-        if missing:
+        if len(arrays) != len(self._inputs):
+            missing = [n for n in self._inputs if n not in arrays]
             raise InvalidRequestError(f"model {self.name!r} is missing inputs {missing}")
-        _check_batch(arrays)
+        if len(arrays) > 1:
+            _check_batch(arrays)
         return arrays
 
     def _requested_outputs(self, request: InferenceRequest) -> list[tuple[str, dict]]:

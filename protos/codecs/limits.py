@@ -63,6 +63,15 @@ def checked_shape(raw: Any, name: str, max_elements: int | None) -> tuple[int, .
         raise InvalidRequestError(
             f"tensor {name!r}: 'shape' must be a list of non-negative integers")
     shape = tuple(raw)
+    if len(shape) <= MAX_RANK:  # the common case in one pass: plain ints
+        extent = 1
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                break
+            extent *= dim or 1
+        else:
+            if max_elements is None or extent <= max_elements:
+                return shape
     for dim in shape:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise InvalidRequestError(
