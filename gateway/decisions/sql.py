@@ -447,6 +447,7 @@ class SQLDecisionStore(DecisionStore):
         future = self._loop.create_future()
         if behind:
             self._behind += 1
+            self.metrics.queue_depth(self._behind)
             future.add_done_callback(self._written_behind)
         self._writer.put(Op(handler, args, lock, future, behind))
         return future

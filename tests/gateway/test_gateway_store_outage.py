@@ -137,9 +137,10 @@ def test_every_decision_answered_during_an_outage_is_recorded(
         "data": holdout_x[0].tolist()}]})[1]["parameters"]["decision_id"]
     with Load(process, holdout_x) as load:
         time.sleep(1.0)
+        stopped = time.monotonic()  # pg_ctl stop -m fast: connections are cut at once
         own_postgres.pause()
-        stopped = time.monotonic()
         assert _wait_for(lambda: _ready(process) == 503, 10), "readiness stayed green"
+        unready = time.monotonic()
         assert _store_up(process) == 0
         assert _wait_for(lambda: load.count(503) >= 20, 10)
 
@@ -160,6 +161,7 @@ def test_every_decision_answered_during_an_outage_is_recorded(
 
         time.sleep(1.0)
         own_postgres.resume()
+        resumed = time.monotonic()
         assert _wait_for(lambda: _ready(process) == 200, 15), "readiness did not come back"
         back = time.monotonic()
         assert _store_up(process) == 1
@@ -177,6 +179,14 @@ def test_every_decision_answered_during_an_outage_is_recorded(
         stored = {row[0] for row in conn.execute("SELECT id FROM decisions")}
     missing = set(answered) - stored
     assert not missing, f"{len(missing)} of {len(answered)} answered decisions not recorded"
+    first_refused = min(r[0] for r in refused)
+    print("store outage test:", json.dumps({
+        "answered": len(answered), "refused": len(refused),
+        "answered_after_stop": sum(1 for r in load.replies if r[1] == 200
+                                   and stopped <= r[0] < first_refused),
+        "first_503_after_stop_s": round(first_refused - stopped, 3),
+        "unready_after_stop_s": round(unready - stopped, 3),
+        "ready_after_restart_s": round(back - resumed, 3)}))
 
     status, reply = process.post("/v2/deployments/plain/feedback",
                                  {"decision_id": first, "reward": 1.0})
