@@ -83,6 +83,11 @@ class Dialect(ABC):
         run.connections = connections  # type: ignore[attr-defined]
         return run
 
+    def renew_reader(self, reader: Callable) -> None:  # noqa: B027 - optional hook
+        """Replace the connections of :meth:`reader` that an outage broke (called on a
+        reader thread after one). Default: nothing (per-thread connections to a local
+        file recover by themselves)."""
+
     def close_reader(self, reader: Callable) -> None:
         """Close what :meth:`reader` opened."""
         for conn in getattr(reader, "connections", ()):

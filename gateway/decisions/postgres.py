@@ -122,6 +122,10 @@ class PostgresDialect(Dialect):
         run.pool = pool  # type: ignore[attr-defined]
         return run
 
+    def renew_reader(self, reader: Callable) -> None:
+        """Test the pooled connections, replacing the broken ones."""
+        reader.pool.check()  # type: ignore[attr-defined]
+
     def close_reader(self, reader: Callable) -> None:
         """Close the pool."""
         reader.pool.close()  # type: ignore[attr-defined]

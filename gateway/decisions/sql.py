@@ -94,6 +94,7 @@ class SQLDecisionStore(DecisionStore):
         self._outage: asyncio.Future | None = None
         self._probed = 0.0
         self._opened = False
+        self._stale_readers = False
         self._behind = 0
         self._queued: dict[str, asyncio.Future] = {}
         self._recent: OrderedDict[str, Decision] = OrderedDict()
@@ -198,6 +199,7 @@ class SQLDecisionStore(DecisionStore):
             return
         self.metrics.health(healthy)
         if healthy:
+            self._stale_readers = True  # pooled connections may date from before
             log.warning("the %s decision store at %s can be written again after %.1f s; "
                         "%d queued writes are being committed", self.dialect.name,
                         self.dialect.where, time.monotonic() - self._down_since, self._behind)
@@ -397,22 +399,33 @@ class SQLDecisionStore(DecisionStore):
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a read; during an outage, or when the read finds the database gone
-        (which has the writer probe it), fail with StoreUnavailableError."""
+        (which has the writer probe it), fail with StoreUnavailableError. After either,
+        the next read first replaces the read connections the outage broke."""
         self.check_writable()
         if self.dialect.reads_through_writer:
             return await self._call(fn, *args)
         assert self._readers is not None and self._reader is not None
-        reader = self._reader
+        reader, loop = self._reader, asyncio.get_running_loop()
+        if self._stale_readers:
+            self._stale_readers = False
+            await loop.run_in_executor(self._readers, self._renew_reader, reader)
         try:
-            return await asyncio.get_running_loop().run_in_executor(
+            return await loop.run_in_executor(
                 self._readers, lambda: reader(lambda tx: fn(tx, *args))
             )
         except Exception as exc:
             if not self.dialect.unavailable(exc):
                 raise
+            self._stale_readers = True
             self._probe()
             log.warning("a read of the %s decision store failed: %s", self.dialect.name, exc)
             raise self._unavailable() from None
+
+    def _renew_reader(self, reader: Callable) -> None:
+        try:
+            self.dialect.renew_reader(reader)
+        except Exception as exc:  # the database is still away: the next read says so
+            log.debug("renewing the store's read connections failed: %s", exc)
 
     def _probe(self) -> None:
         """Have the writer check the database now (at most every PROBE_AFTER_S)."""

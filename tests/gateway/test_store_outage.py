@@ -193,3 +193,21 @@ async def test_sqlite_disk_full_is_an_outage_that_ends_when_space_returns(
         assert metrics.health_log == [False, True]
     finally:
         await store.close()
+
+
+async def test_an_idle_store_finds_the_outage_through_its_first_read(
+        own_postgres: PostgresServer) -> None:  # noqa: F811
+    dsn = own_postgres.create_database("idle")
+    metrics = Recorder()
+    store = await _open(StoreSpec(kind="postgres", dsn=dsn), metrics)
+    try:
+        own_postgres.pause()  # nothing written since: the writer has not seen it yet
+        assert store.healthy
+        assert await _fails_fast(store.find("dep", "k-1", 0.0, "ab" * 32)) < 1.0
+        assert await eventually(lambda: not store.healthy, timeout_s=2)  # the read's probe
+        assert metrics.health_log == [False]
+        own_postgres.resume()
+        assert await eventually(lambda: store.healthy, timeout_s=10)
+        assert await store.find("dep", "k-1", 0.0, "ab" * 32) is None
+    finally:
+        await store.close()
