@@ -132,7 +132,7 @@ def holdout(credit_models: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
     return load_frame(credit_models["holdout"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped (with its explanation processes) after tests/console
 def console_run(lr_pod, gbm_pod, mlp_pod, credit_models, holdout,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleRun]:
     """The console gateway after :data:`APPLICANTS` applicants and their truth; the
