@@ -151,6 +151,9 @@ class InputDomain:
 
     def _rows(self, tensor: Tensor) -> np.ndarray:
         data = np.asarray(tensor.data)
+        if data.size == 0:
+            raise InvalidRequestError(
+                f"input {tensor.name!r} is empty (shape {list(tensor.shape)})")
         rows = data.reshape(1, -1) if data.ndim < 2 else data.reshape(data.shape[0], -1)
         if rows.shape[1] < self._width:
             raise InvalidRequestError(

@@ -100,6 +100,7 @@ def gateway(lr_pod, mortal, failing_pod, slow_pod, counted) -> Iterator[ServerTh
                     "max_in_flight": 1, "max_queue": 1},
         "schema": {"router": {"kind": "weighted", "weights": {"counted": 1}},
                    "input_schema": SCHEMA},
+        "lr-only": {"router": {"kind": "weighted", "weights": {"lr": 1}}},
     }
     config = GatewayConfig.model_validate({
         "models": models, "deployments": deployments, "store": {"kind": "memory"}})
@@ -243,7 +244,16 @@ def test_out_of_domain_input_is_refused_before_any_model(gateway, counted) -> No
     status, _, doc = rest_infer(gateway.http_url, "schema", bad)
     assert status == 400 and "'status_of_existing_checking_account' (column 0) is 7" in doc[
         "error"]
+    status, _, doc = rest_infer(gateway.http_url, "schema", np.zeros((0, 20), np.float32))
+    assert (status, doc) == (400, {"error": "input 'input' is empty (shape [0, 20])"})
     assert wrapper.calls == calls
+
+
+def test_a_request_with_no_rows_is_refused_with_or_without_a_schema(gateway) -> None:
+    for deployment in ("schema", "lr-only"):
+        status, _, doc = rest_infer(gateway.http_url, deployment, np.zeros((0, 20), np.float32))
+        assert status == 400 and doc["error"].endswith(
+            "input 'input' is empty (shape [0, 20])"), (deployment, status, doc)
 
 
 @pytest.mark.parametrize(("readiness", "expected"), [("all", False), ("any", True)])
