@@ -163,6 +163,14 @@ class Deployment:
         return (self.store.healthy and all(u.ready() for u in self.upstreams.values())
                 and self.dispatcher.ready())
 
+    def not_ready_reason(self) -> str | None:
+        """Why the deployment is not ready, when the cause is the decision store (the
+        503's message); ``None`` otherwise."""
+        if not self.store.healthy:
+            return (f"deployment {self.name!r} cannot record decisions now: the decision "
+                    "store cannot be written; retry later")
+        return None
+
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Check the input's domain, take a place in flight, route ``request``, answer
         with the routed model's response, record the decision; a repeated

@@ -113,7 +113,10 @@ class ModelRegistry:
         if self.draining:
             raise ModelNotReadyError("server is draining")
         if not target.ready():
-            raise ModelNotReadyError(f"model {request.model_name!r} is not ready")
+            reason = getattr(target, "not_ready_reason", None)
+            raise ModelNotReadyError(
+                (reason() if reason is not None else None)
+                or f"model {request.model_name!r} is not ready")
         statistics = self._statistics[target.name]
         start = time.perf_counter_ns()
         try:

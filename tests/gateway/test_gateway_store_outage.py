@@ -155,6 +155,14 @@ def test_every_decision_answered_during_an_outage_is_recorded(
                          "data": holdout_x[1].tolist()}]},
             headers={"Idempotency-Key": f"k-{uuid.uuid4()}"}, timeout=10)
         assert status == 503 and headers["Retry-After"] and json.loads(body)["error"]
+        status, headers, body = http_call(
+            "POST", process.url + "/v2/models/plain/infer",
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20],
+                         "data": holdout_x[2].tolist()}]}, timeout=10)
+        assert status == 503 and headers["Retry-After"]
+        assert json.loads(body)["error"] == (
+            "deployment 'plain' cannot record decisions now: the decision store cannot be "
+            "written; retry later")
         assert time.monotonic() - start < 1.0  # both refused at once, no 30 s wait
         assert _grpc_status(process, holdout_x) == "StatusCode.UNAVAILABLE"
         assert _grpc_feedback_code(process, first) == grpc.StatusCode.UNAVAILABLE
