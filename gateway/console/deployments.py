@@ -45,6 +45,8 @@ def _standing(router: dict[str, Any]) -> str:
              if isinstance(i.get("mean"), int | float)}
     if means:
         best = max(means, key=lambda a: means[a])
+        if list(means.values()).count(means[best]) > 1:  # tied (at the prior, say)
+            return "no arm ahead yet"
         return f"best so far {best} ({number(means[best])})"
     if "shares" in router:
         return ", ".join(f"{m} {percent(s)}" for m, s in router["shares"].items())
