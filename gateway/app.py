@@ -37,6 +37,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,18 @@ class Gateway:
         self.deployments = {name: self._deployment(name) for name in config.deployments}
         self.registry = ModelRegistry(self.deployments.values())
         self.registry.readiness = config.readiness
+        self._store_open = False
+
+    async def open_store(self) -> None:
+        """Open the decision store (once): connect, create or check the schema, load
+        the routers' state.
+
+        Raises:
+            StoreError: the store cannot be opened (names its path or host, and why).
+        """
+        if not self._store_open:
+            await self.store.open(list(self.deployments))
+            self._store_open = True
 
     def _deployment(self, name: str) -> Deployment:
         spec = self.config.deployments[name]
@@ -154,7 +167,7 @@ class Gateway:
             UpstreamUnavailableError: a pod did not answer within ``upstream_wait_s``.
             ConfigError: models of one deployment disagree on inputs/outputs.
         """
-        await self.store.open(list(self.deployments))
+        await self.open_store()
         self.metrics.decision_queue.set(self.store.pending_writes)
         self.metrics.store_up.set(self.store.healthy)
         for monitor in self.monitors.values():
@@ -397,11 +410,38 @@ def _auth(config: GatewayConfig, given: AuthPolicy | None) -> AuthPolicy | None:
 
 
 async def run_gateway(config_path: Path, options: ServerOptions) -> None:
-    """``arbiter gateway``: load the config, serve until SIGTERM/SIGINT.
+    """``arbiter gateway``: load the config, open the decision store, then bind the
+    ports and serve until SIGTERM/SIGINT (either one during startup ends it).
 
     Raises:
         ConfigError: invalid config file.
+        StoreError: the store cannot be opened (before any port is bound).
     """
     config = load_config(config_path)
-    _, server = build_gateway(config, options)
+    gateway, server = build_gateway(config, options)
+    if not await _unless_stopped(gateway.open_store()):  # the store opens before any port
+        return
     await server.serve_forever()
+
+
+async def _unless_stopped(step) -> bool:
+    """Await ``step`` unless SIGTERM or SIGINT comes first (which cancels it).
+
+    Returns:
+        True when ``step`` finished, False when a signal stopped it.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(step)
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await asyncio.wait({task})
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    if task.cancelled():
+        log.info("stop requested during startup")
+        return False
+    task.result()  # raises what the step raised
+    return True

@@ -474,6 +474,12 @@ class GatewayConfig(_Spec):
             raise ValueError(
                 f"store.kind is {self.store.kind}, but the environment variable {DSN_ENV} "
                 f"is set: set store.kind: postgres to use that DSN, or unset {DSN_ENV}")
+        if self.store.kind != "sqlite" and "path" in self.store.model_fields_set:
+            # checked here, on the file's own block: a StoreSpec's JSON round trip carries
+            # the default path and must stay valid
+            raise ValueError(
+                f"store.path is for kind sqlite, but kind is {self.store.kind}: it would be "
+                "ignored; remove path, or set kind: sqlite")
         if self.token_required() and not self.feedback.resolved_secret:
             raise ValueError(
                 "feedback.require_decision_token needs feedback.secret or the environment "

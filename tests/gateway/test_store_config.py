@@ -7,14 +7,18 @@ line naming the path or host and the cause, and status 1."""
 from __future__ import annotations
 
 import os
+import select
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gateway.config import DSN_ENV, ConfigError, load_config
+from gateway.config import DSN_ENV, ConfigError, StoreSpec, load_config
 from tests.gateway.processes import ROOT, GatewayProcess, free_port, write_config
 
 MODELS = {"lr": {"url": "grpc://127.0.0.1:1", "name": "credit-lr"}}
@@ -40,7 +44,12 @@ def _config(tmp_path: Path, store: dict | None) -> Path:
     ({"kind": "sqlite", "path": "decisions.sqlite"}, "postgresql://db/a", "store.kind",
      f"but the environment variable {DSN_ENV} is set"),
     ({"kind": "postgres"}, None, "store", f"needs 'dsn' or the environment variable {DSN_ENV}"),
-], ids=["no-kind", "empty", "dsn-sqlite", "dsn-memory", "env-sqlite", "postgres-no-dsn"])
+    ({"kind": "memory", "path": "x.sqlite"}, None, "store",
+     "store.path is for kind sqlite, but kind is memory"),
+    ({"kind": "postgres", "dsn": "postgresql://db/a", "path": "x.sqlite"}, None, "store",
+     "store.path is for kind sqlite, but kind is postgres"),
+], ids=["no-kind", "empty", "dsn-sqlite", "dsn-memory", "env-sqlite", "postgres-no-dsn",
+        "path-memory", "path-postgres"])
 def test_ambiguous_store_blocks_are_refused(store, env, field, words, tmp_path,
                                             monkeypatch) -> None:
     monkeypatch.delenv(DSN_ENV, raising=False)
@@ -165,3 +174,106 @@ def _start_and_stop(config: Path) -> str:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return done.stderr
+
+
+def test_a_store_spec_survives_a_json_round_trip_of_every_kind(tmp_path: Path) -> None:
+    """The path refused beside kind memory or postgres is the config file's own: a spec
+    dumped to JSON (with its default path) and read back stays valid."""
+    for store in ({"kind": "memory"}, {"kind": "postgres", "dsn": "postgresql://u@db:5432/a"},
+                  {"kind": "sqlite", "path": "a.sqlite"}):
+        spec = load_config(_config(tmp_path, store)).store
+        again = StoreSpec.model_validate_json(spec.model_dump_json())
+        assert again.model_dump() == spec.model_dump()
+        assert (again.kind, again.dsn, again.path) == (spec.kind, spec.dsn, spec.path)
+
+
+def test_a_memory_store_with_a_path_ends_the_gateway_naming_the_field(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = _start(_config(tmp_path, {"kind": "memory", "path": "x.sqlite"}))
+    assert time.monotonic() - started < 30
+    assert done.returncode == 2, done.stderr  # an invalid config, like every refused block
+    assert "Traceback" not in done.stderr
+    assert "store.path is for kind sqlite, but kind is memory" in done.stderr
+
+
+def test_a_sqlite_folder_nobody_can_create_ends_the_gateway_before_it_serves(
+        tmp_path: Path) -> None:
+    path = Path("/proc/arbiter-none/dir/a.sqlite")  # not even root creates folders here
+    started = time.monotonic()
+    line = _one_error_line(_start(_config(tmp_path, {"kind": "sqlite", "path": str(path)})))
+    assert time.monotonic() - started < 30
+    assert f"cannot open the sqlite decision store at {path}: cannot create its folder " \
+        f"{path.parent}" in line
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture
+def silent_postgres():
+    """A listening socket that never accepts nor answers (a hung server): the kernel
+    completes the TCP handshake, then the client waits."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock
+
+
+def _connecting(listener: socket.socket) -> None:
+    """Wait until a client has connected to ``listener`` (it becomes readable)."""
+    readable, _, _ = select.select([listener], [], [], 30.0)
+    assert readable, "the gateway never tried to connect to the store"
+
+
+def _gateway_on(config: Path, http_port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config),
+         "--http-port", str(http_port), "--grpc-port", "0"],
+        cwd=ROOT, env={**os.environ, DSN_ENV: ""}, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_a_postgres_that_never_answers_ends_the_gateway_within_its_connect_timeout(
+        silent_postgres: socket.socket, tmp_path: Path) -> None:
+    """The store is connected before any port is bound: while it waits nothing serves,
+    and the connect timeout (5 s) ends the gateway with status 1 and one line."""
+    port = silent_postgres.getsockname()[1]
+    config = _config(tmp_path, {"kind": "postgres",
+                                "dsn": f"postgresql://u:s3cret@127.0.0.1:{port}/a"})
+    http_port = free_port()
+    started = time.monotonic()
+    process = _gateway_on(config, http_port)
+    try:
+        _connecting(silent_postgres)
+        assert process.poll() is None and _refused(http_port)  # waiting, not serving
+        stderr = process.communicate(timeout=20)[1]
+    finally:
+        process.kill()
+    elapsed = time.monotonic() - started
+    print(f"unanswered postgres: status {process.returncode} after {elapsed:.2f} s")
+    done = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    line = _one_error_line(done)
+    assert f"cannot open the postgres decision store at postgresql://u:***@127.0.0.1:" \
+        f"{port}/a: " in line and "timeout" in line and "s3cret" not in line
+    assert elapsed < 15
+
+
+def test_sigterm_while_the_store_connects_ends_the_gateway(
+        silent_postgres: socket.socket, tmp_path: Path) -> None:
+    port = silent_postgres.getsockname()[1]
+    config = _config(tmp_path, {"kind": "postgres", "dsn": f"postgresql://u@127.0.0.1:{port}/a"})
+    process = _gateway_on(config, free_port())
+    try:
+        _connecting(silent_postgres)  # inside the connect, which would last 5 s
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=20)[1]
+    finally:
+        process.kill()
+    took = time.monotonic() - sent
+    print(f"SIGTERM during the store's connect: ended after {took:.2f} s")
+    assert process.returncode == 0, stderr
+    assert "stop requested during startup" in stderr and "Traceback" not in stderr
+    assert took < 2.5
