@@ -156,11 +156,11 @@ class AnchorTabularExplainer(Explainer):
         anchor = self._render(row, features, list(result.anchor))
         precision, coverage = float(result.precision), float(result.coverage)
         name = self.schema.class_name(label)
-        reasons, withheld = [], []
+        reasons, withheld, contrary = [], [], []
         if label in self.reasons.adverse and len(anchor) == len(features):
             base = float(np.mean(base_labels == label))
             gains = _gains(features, self._anchor.step_features, result.data["raw"], base)
-            reasons, withheld = self.reasons.from_anchor(row, features, anchor, gains)
+            reasons, withheld, contrary = self.reasons.from_anchor(row, features, anchor, gains)
         return Explanation(
             method=self.method,
             model=self.model,
@@ -171,6 +171,7 @@ class AnchorTabularExplainer(Explainer):
             feature_values=self.feature_values(row),
             reasons=reasons,
             withheld_reasons=withheld or None,
+        contrary_reasons=contrary or None,
             anchor=anchor,
             anchor_features=features,
             precision=precision,

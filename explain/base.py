@@ -57,8 +57,14 @@ class FeatureSchema:
         class_descriptions: class index -> plural noun phrase for the reference rows of
             that class ("repaid loans"), as in "the median among repaid loans".
         protected: columns that are never given as a reason (prohibited bases such as
-            sex, marital status, age, national origin); explanations report what they
-            contributed as withheld reasons.
+            sex, marital status, age, national origin); those that would have been among
+            the reasons are reported apart as withheld reasons.
+        favourable: categorical column index -> the categories that count in the
+            applicant's favour ("all credits paid back duly"); such a value is never given
+            as a reason for an adverse outcome.
+        adverse_direction: numeric column index -> ``"higher"`` or ``"lower"``, the side
+            of the reference median that counts against the applicant; a value on the
+            other side (or at the median) is never given as a reason.
     """
 
     feature_names: list[str]
@@ -70,6 +76,8 @@ class FeatureSchema:
     reason_codes: dict[int, str] = field(default_factory=dict)
     class_descriptions: dict[int, str] = field(default_factory=dict)
     protected: list[int] = field(default_factory=list)
+    favourable: dict[int, list[str]] = field(default_factory=dict)
+    adverse_direction: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def from_encoding(cls, raw: dict[str, Any]) -> FeatureSchema:
@@ -78,8 +86,10 @@ class FeatureSchema:
         Keys: ``feature_names`` (required), ``categorical`` (``{"<column>": [category
         names]}``), ``class_names``, and the wording, keyed by feature and class name:
         ``descriptions``, ``units``, ``category_descriptions`` (``{feature: {category:
-        phrase}}``), ``reason_codes``, ``class_descriptions`` and ``protected`` (a list
-        of feature names). Other keys are ignored.
+        phrase}}``), ``reason_codes``, ``class_descriptions``, ``protected`` (a list
+        of feature names), ``favourable`` (``{feature: [category names]}``) and
+        ``adverse_direction`` (``{feature: "higher" | "lower"}``, numeric features only).
+        Other keys are ignored.
 
         Raises:
             ValueError: a key has the wrong shape or names an unknown feature, category
@@ -105,6 +115,17 @@ class FeatureSchema:
                 schema._class(k): str(v) for k, v in raw.get("class_descriptions", {}).items()
             }
             schema.protected = sorted(column(k, "protected") for k in raw.get("protected", []))
+            for k, v in raw.get("favourable", {}).items():
+                index = column(k, "favourable")
+                listed = {str(c): "" for c in v}
+                schema._categories(index, listed, "favourable")
+                schema.favourable[index] = list(listed)
+            for k, v in raw.get("adverse_direction", {}).items():
+                index = column(k, "adverse_direction")
+                if index in categorical or v not in ("higher", "lower"):
+                    raise ValueError(f"adverse_direction.{k}: {v!r} is not 'higher' or "
+                                     "'lower' of a numeric feature")
+                schema.adverse_direction[index] = str(v)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not an encoding.json ({exc!r})") from exc
         return schema
@@ -115,12 +136,13 @@ class FeatureSchema:
         except ValueError:
             raise ValueError(f"{key}: unknown feature {name!r}") from None
 
-    def _categories(self, column: int, phrases: dict[str, Any]) -> dict[str, str]:
+    def _categories(self, column: int, phrases: dict[str, Any],
+                    key: str = "category_descriptions") -> dict[str, str]:
         known = self.category_map.get(column, [])
         unknown = sorted(set(phrases) - set(known))
         if unknown:
             name = self.feature_names[column]
-            raise ValueError(f"category_descriptions.{name}: unknown categories {unknown}")
+            raise ValueError(f"{key}.{name}: unknown categories {unknown}")
         return {str(k): str(v) for k, v in phrases.items()}
 
     def _class(self, name: str) -> int:
@@ -197,6 +219,11 @@ class Explanation:
             is not adverse).
         withheld_reasons: protected features (see :class:`FeatureSchema`) that would have
             been among the reasons; never sent to an applicant, kept for review.
+        contrary_reasons: features that pushed toward the adverse outcome although the
+            applicant's value counts in their favour (a favourable category, or a numeric
+            value on the favourable side of the median; see :class:`FeatureSchema`), in
+            the order they would have taken among the reasons; never sent to an applicant
+            as reasons, kept for review.
         provenance: what produced this explanation (see :mod:`explain.provenance`).
         anchor: anchor_tabular: conditions that, when they hold, keep the prediction,
             e.g. ``status_of_existing_checking_account = "... < 0 DM"``,
@@ -221,6 +248,7 @@ class Explanation:
     feature_values: dict[str, str | float]
     reasons: list[Reason] = field(default_factory=list)
     withheld_reasons: list[Reason] | None = None
+    contrary_reasons: list[Reason] | None = None
     provenance: dict[str, Any] | None = None
     anchor: list[str] | None = None
     anchor_features: list[int] | None = None

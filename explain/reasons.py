@@ -23,6 +23,17 @@ otherwise), ordered by the rise in precision each brought.
 
 Features marked ``protected`` in the encoding are never given as reasons; those that
 would have been among the first ``top_k`` are returned apart as withheld reasons.
+
+A feature whose value counts in the applicant's favour is never given as a reason either,
+even when the model's contribution pushed toward the adverse outcome: a lender cannot
+write "refused because all credits were repaid on time". The encoding says which values
+count in favour (:class:`~explain.base.FeatureSchema`): a category listed in
+``favourable``, or a numeric value on the favourable side of the median (at the median,
+or below it when ``adverse_direction`` is ``higher``, above it when ``lower``; numeric
+features without a direction, or without a median, are never favourable). Such features
+that would have been among the first ``top_k`` reasons are returned apart as contrary
+reasons, for review, and the next features that do count against the applicant take
+their places among the reasons.
 """
 
 from __future__ import annotations
@@ -33,9 +44,13 @@ import numpy as np
 
 from explain.base import FeatureSchema, Reason
 
-__all__ = ["ReasonWriter", "format_number"]
+__all__ = ["ReasonWriter", "Reasons", "format_number"]
 
 _ALL_REFERENCE = "applicants in the reference data"
+
+Reasons = tuple[list[Reason], list[Reason], list[Reason]]
+"""``(reasons, withheld, contrary)``: the reasons given, the protected features withheld
+and the favourable values set aside (see the module docstring)."""
 
 
 def format_number(value: float) -> str:
@@ -133,7 +148,7 @@ class ReasonWriter:
 
     def from_contributions(
         self, row: np.ndarray, contributions: np.ndarray
-    ) -> tuple[list[Reason], list[Reason]]:
+    ) -> Reasons:
         """Reasons of a SHAP explanation.
 
         Args:
@@ -141,7 +156,7 @@ class ReasonWriter:
             contributions: ``[n_features]`` contributions toward the adverse outcome.
 
         Returns:
-            ``(reasons, withheld)``: see the module docstring.
+            ``(reasons, withheld, contrary)``: see the module docstring.
         """
         order = np.argsort(-np.asarray(contributions), kind="stable")
         pushing = [
@@ -154,7 +169,7 @@ class ReasonWriter:
     def from_anchor(
         self, row: np.ndarray, features: Sequence[int], conditions: Sequence[str],
         gains: Sequence[float],
-    ) -> tuple[list[Reason], list[Reason]]:
+    ) -> Reasons:
         """Reasons of an anchor that explains an adverse decision.
 
         Args:
@@ -165,7 +180,7 @@ class ReasonWriter:
             gains: rise in precision each condition brought.
 
         Returns:
-            ``(reasons, withheld)``, ordered by gain, largest first.
+            ``(reasons, withheld, contrary)``, each ordered by gain, largest first.
         """
         items = [
             (int(f), float(g), self._condition_sentence(row, int(f), text))
@@ -222,12 +237,32 @@ class ReasonWriter:
 
     def _pick(
         self, row: np.ndarray, candidates: Iterable[tuple[int, float, str]]
-    ) -> tuple[list[Reason], list[Reason]]:
+    ) -> Reasons:
         candidates = list(candidates)
         protected = set(self.schema.protected)
-        named = [c for c in candidates if c[0] not in protected][: self.top_k]
+        open_ = [c for c in candidates if c[0] not in protected]
+        named = [c for c in open_ if not self.favourable(c[0], row[0, c[0]])][: self.top_k]
         withheld = [c for c in candidates[: self.top_k] if c[0] in protected]
-        return [self._reason(row, *c) for c in named], [self._reason(row, *c) for c in withheld]
+        contrary = [c for c in open_[: self.top_k] if self.favourable(c[0], row[0, c[0]])]
+        return (
+            [self._reason(row, *c) for c in named],
+            [self._reason(row, *c) for c in withheld],
+            [self._reason(row, *c) for c in contrary],
+        )
+
+    def favourable(self, column: int, code: float) -> bool:
+        """Whether ``column`` holding ``code`` counts in the applicant's favour (see the
+        module docstring)."""
+        value = self.schema.value(column, code)
+        if isinstance(value, str):
+            return value in self.schema.favourable.get(column, ())
+        direction = self.schema.adverse_direction.get(column)
+        typical = self.typical.get(column)
+        if direction is None or typical is None:
+            return False
+        if np.isclose(value, typical):
+            return True
+        return value < typical if direction == "higher" else value > typical
 
     def _reason(self, row: np.ndarray, column: int, contribution: float, sentence: str) -> Reason:
         return Reason(

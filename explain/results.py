@@ -8,10 +8,11 @@ The result document (:meth:`ExplanationResult.to_dict`)::
 
     {"decision_id", "model", "status", "reason"?, "detail"?, "latency_s"?, "method"?,
      "reasons": [{"feature", "code", "sentence", "contribution", "value"}, ...],
-     "withheld_reasons"?: [...], "provenance": {...},
+     "withheld_reasons"?: [...], "contrary_reasons"?: [...], "provenance": {...},
      "explanation": {the method's own output: shap_values / anchor, summary, ...}}
 
-``reasons``, ``withheld_reasons`` and ``provenance`` are present when done.
+``reasons`` and ``provenance`` are present when done, ``withheld_reasons`` and
+``contrary_reasons`` when the explanation has any.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ExplanationResult:
         out = {k: v for k, v in asdict(self).items() if v is not None and k != "explanation"}
         if self.explanation is not None:
             doc = self.explanation.to_dict()
-            for key in ("reasons", "withheld_reasons", "provenance"):
+            for key in ("reasons", "withheld_reasons", "contrary_reasons", "provenance"):
                 if key in doc:
                     out[key] = doc.pop(key)
             out["explanation"] = doc

@@ -44,7 +44,7 @@ def shap_explanation(
     names = explainer.schema.feature_names
     explained = values[index]
     contributions = explainer.reasons.toward_adverse(values)
-    reasons, withheld = explainer.reasons.from_contributions(row, contributions)
+    reasons, withheld, contrary = explainer.reasons.from_contributions(row, contributions)
     class_name = explainer.schema.class_name(label)
     return Explanation(
         method=explainer.method,
@@ -57,6 +57,7 @@ def shap_explanation(
         feature_values=explainer.feature_values(row),
         reasons=reasons,
         withheld_reasons=withheld or None,
+        contrary_reasons=contrary or None,
         shap_values={name: float(v) for name, v in zip(names, explained, strict=True)},
         expected_value=float(expected[index]),
         output_units=units,

@@ -42,6 +42,8 @@ __all__ = [
     "REASON_CODES",
     "CLASS_DESCRIPTIONS",
     "PROTECTED",
+    "FAVOURABLE",
+    "ADVERSE_DIRECTION",
     "input_schema",
     "write_input_schema",
     "encoding_spec",
@@ -159,10 +161,11 @@ DESCRIPTIONS: dict[str, str] = {
     "savings_account_and_bonds": "Savings",
     "present_employment_since": "Employment",
     "installment_rate_in_percentage_of_disposable_income":
-        "Installment rate class {value} (1 to 4) of disposable income",
+        "Instalment share of disposable income in class {value} of 4 (4 the largest)",
     "personal_status_and_sex": "Personal status and sex",
     "other_debtors_or_guarantors": "Other debtors or guarantors",
-    "present_residence_since": "Present residence class {value} (1 to 4)",
+    "present_residence_since":
+        "Length of stay at the present address in class {value} of 4 (4 the longest)",
     "property": "Property",
     "age_in_years": "Age",
     "other_installment_plans": "Other installment plans",
@@ -292,6 +295,39 @@ PROTECTED: list[str] = ["personal_status_and_sex", "age_in_years", "foreign_work
 status, age, and national origin are prohibited bases (explanations still report what
 they contributed, apart, for review)."""
 
+FAVOURABLE: dict[str, list[str]] = {
+    "status_of_existing_checking_account": [
+        "... >= 200 DM / salary assignments for at least 1 year",
+    ],
+    "credit_history": [
+        "all credits at this bank paid back duly",
+        "existing credits paid back duly till now",
+        "no credits taken/ all credits paid back duly",
+    ],
+    "savings_account_and_bonds": ["... >= 1000 DM"],
+    "present_employment_since": ["... >= 7 years"],
+    "other_debtors_or_guarantors": ["guarantor"],
+    "property": ["real estate"],
+    "other_installment_plans": ["none"],
+    "housing": ["own"],
+    "job": ["management/ self-employed/ highly qualified employee/ officer"],
+}
+"""Categorical attribute -> the categories that count in an applicant's favour and are
+therefore never given as a reason for a refusal (a lender cannot refuse because credits
+were repaid on time). Only categories that are plainly favourable on their face: the
+best balance, savings, employment length and job class, a clean repayment record, a
+guarantor, real estate, an owned home, no other instalment plans."""
+
+ADVERSE_DIRECTION: dict[str, str] = {
+    "duration_in_month": "higher",
+    "credit_amount": "higher",
+    "installment_rate_in_percentage_of_disposable_income": "higher",
+}
+"""Numeric attribute -> the side of the median that counts against an applicant: a
+longer loan, a larger amount and a larger share of income going to instalments. Age,
+residence length, number of credits and dependants have no side that is plainly adverse
+and are left out (age is protected in any case)."""
+
 CATEGORICAL_INDICES: list[int] = [i for i, n in enumerate(FEATURE_NAMES) if n in CATEGORIES]
 NUMERIC_INDICES: list[int] = [i for i, n in enumerate(FEATURE_NAMES) if n not in CATEGORIES]
 
@@ -365,6 +401,8 @@ def encoding_spec() -> dict[str, Any]:
         "reason_codes": dict(REASON_CODES),
         "class_descriptions": dict(CLASS_DESCRIPTIONS),
         "protected": list(PROTECTED),
+        "favourable": {k: list(v) for k, v in FAVOURABLE.items()},
+        "adverse_direction": dict(ADVERSE_DIRECTION),
     }
 
 

@@ -253,6 +253,11 @@ def _explained(doc: dict[str, Any]) -> Html:
     if withheld:
         parts += [tag("h3", "Withheld from the applicant (protected features)"),
                   tag("ul", *(_reason(r) for r in withheld), class_="reasons withheld")]
+    contrary = [r for r in doc.get("contrary_reasons") or inner.get("contrary_reasons") or []
+                if isinstance(r, dict)]
+    if contrary:
+        parts += [tag("h3", "Not sent to the applicant (values in their favour)"),
+                  tag("ul", *(_reason(r) for r in contrary), class_="reasons contrary")]
     if inner.get("summary"):
         parts.append(tag("p", inner["summary"], class_="summary"))
     return join([*parts, _anchor(inner), _shap(inner), _method(inner)])

@@ -119,6 +119,10 @@ def _assert_explanation(page: Any, document: dict[str, Any]) -> None:
         assert all(t.startswith(r["sentence"]) for t, r in zip(listed, reasons, strict=True))
     else:
         assert inner["summary"] in shown
+    contrary = document.get("contrary_reasons") or []  # values in the applicant's favour
+    listed = page.locator("ul.reasons.contrary li").all_inner_texts()
+    assert len(listed) == len(contrary)
+    assert all(t.startswith(r["sentence"]) for t, r in zip(listed, contrary, strict=True))
 
 
 def test_fairness_page_shows_the_api_figures(console_run, page, screenshots) -> None:

@@ -92,18 +92,26 @@ def test_values_add_up_to_the_log_odds(credit_lr):
 def test_reasons_are_the_log_odds_of_refusal(credit_lr):
     """Adverse class 0 ('bad'): reasons are the features with negative values for
     'good', largest push first, at most four, never a protected one (those among the
-    first four are withheld apart)."""
+    first four are withheld apart), never a value in the applicant's favour (those among
+    the first four are contrary reasons)."""
     explainer, schema, _, holdout, _ = credit_lr
     protected = {schema.feature_names[j] for j in schema.protected}
-    checked = 0
-    for e in explainer.explain_batch(holdout):
+    checked = contrary = 0
+    for row, e in zip(holdout, explainer.explain_batch(holdout), strict=True):
         pushes = [n for _, n in sorted((v, n) for n, v in e.shap_values.items() if v < 0)]
-        assert [r.feature for r in e.reasons] == [n for n in pushes if n not in protected][:4]
+        open_ = [n for n in pushes if n not in protected]
+        good = {n for n in open_ if explainer.reasons.favourable(
+            schema.feature_names.index(n), row[schema.feature_names.index(n)])}
+        assert [r.feature for r in e.reasons] == [n for n in open_ if n not in good][:4]
         assert [r.feature for r in e.withheld_reasons or []] == [
             n for n in pushes[:4] if n in protected]
+        assert [r.feature for r in e.contrary_reasons or []] == [
+            n for n in open_[:4] if n in good]
         assert all(r.contribution == -e.shap_values[r.feature] for r in e.reasons)
         checked += bool(e.withheld_reasons)
+        contrary += bool(e.contrary_reasons)
     assert checked > 0  # some refusals owe part of their score to a protected attribute
+    assert contrary > 0  # and some to a value in the applicant's favour
 
 
 def test_refuses_models_it_cannot_explain_exactly(credit, tmp_path):
