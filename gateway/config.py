@@ -474,9 +474,10 @@ class GatewayConfig(_Spec):
             raise ValueError(
                 f"store.kind is {self.store.kind}, but the environment variable {DSN_ENV} "
                 f"is set: set store.kind: postgres to use that DSN, or unset {DSN_ENV}")
-        if self.store.kind != "sqlite" and "path" in self.store.model_fields_set:
-            # checked here, on the file's own block: a StoreSpec's JSON round trip carries
-            # the default path and must stay valid
+        if self.store.kind != "sqlite" and "path" in self.store.model_fields_set \
+                and self.store.path != StoreSpec.model_fields["path"].default:
+            # checked here, on the file's own block, and only for a path other than the
+            # default: a config's JSON round trip (model_dump) carries the default path
             raise ValueError(
                 f"store.path is for kind sqlite, but kind is {self.store.kind}: it would be "
                 "ignored; remove path, or set kind: sqlite")
@@ -548,7 +549,9 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else p if p.is_absolute() else base / p
 
-    store = config.store.model_copy(update={"path": resolve(config.store.path)})
+    store = config.store  # only a SQLite file is a path (a dumped config stays valid)
+    if store.kind == "sqlite":
+        store = store.model_copy(update={"path": resolve(store.path)})
     models = {
         key: ref.model_copy(update={
             "ca_file": resolve(ref.ca_file), "client_cert": resolve(ref.client_cert),

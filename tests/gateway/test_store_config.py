@@ -187,6 +187,18 @@ def test_a_store_spec_survives_a_json_round_trip_of_every_kind(tmp_path: Path) -
         assert (again.kind, again.dsn, again.path) == (spec.kind, spec.dsn, spec.path)
 
 
+def test_a_whole_config_dumped_and_read_back_stays_valid(tmp_path: Path) -> None:
+    """``model_dump`` of a config with a memory store carries the default path; written
+    out and loaded again, it is the same config (``arbiter simulate`` users do this)."""
+    import yaml
+
+    for store in ({"kind": "memory"}, {"kind": "postgres", "dsn": "postgresql://u@db:5432/a"}):
+        config = load_config(_config(tmp_path, store))
+        again = tmp_path / "again.yaml"
+        again.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        assert load_config(again).store.kind == store["kind"]
+
+
 def test_a_memory_store_with_a_path_ends_the_gateway_naming_the_field(tmp_path: Path) -> None:
     started = time.monotonic()
     done = _start(_config(tmp_path, {"kind": "memory", "path": "x.sqlite"}))
