@@ -54,6 +54,7 @@ from protos.errors import ArbiterError, PermissionDeniedError, UnauthenticatedEr
 __all__ = [
     "ADMIN", "ANY", "DECISIONS_READ", "FEEDBACK", "INFER", "SCOPES",
     "AuthConfigError", "AuthInterceptor", "AuthPolicy", "Principal", "TokenEntry",
+    "ThreadedAuthInterceptor", "grpc_refusal",
     "DEFAULT_OPEN_PATHS", "GRPC_SCOPES", "REST_SCOPES", "PRINCIPAL_KEY",
     "auth_middleware", "hash_token", "is_admin", "load_tokens",
 ]
@@ -302,6 +303,23 @@ def is_admin(request: web.Request) -> bool:
 
 # -- gRPC ------------------------------------------------------------------------------
 
+def grpc_refusal(policy: AuthPolicy, handler_call_details: grpc.HandlerCallDetails
+                 ) -> tuple[grpc.StatusCode, str] | None:
+    """The status and message refusing an RPC under ``policy`` (UNAUTHENTICATED or
+    PERMISSION_DENIED), or ``None`` when the caller may make it. The one check both
+    interceptors make, from the ``authorization`` metadata."""
+    method = handler_call_details.method
+    authorization = None
+    for key, value in handler_call_details.invocation_metadata or ():
+        if key == "authorization":
+            authorization = value if isinstance(value, str) else value.decode()
+    try:
+        policy.check(method, policy.grpc_scopes.get(method), authorization)
+    except ArbiterError as exc:
+        return grpc.StatusCode[exc.grpc_code], exc.message
+    return None
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """A ``grpc.aio`` interceptor enforcing ``policy`` on every RPC. An allowed call
     gets the service's own handler (nothing is rebuilt per call); a refused one gets a
@@ -311,20 +329,31 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.policy = policy
 
     async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        authorization = None
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                authorization = value if isinstance(value, str) else value.decode()
-        try:
-            self.policy.check(method, self.policy.grpc_scopes.get(method), authorization)
-        except ArbiterError as exc:
-            return _refusal(grpc.StatusCode[exc.grpc_code], exc.message)
+        refusal = grpc_refusal(self.policy, handler_call_details)
+        if refusal is not None:
+            code, message = refusal
+
+            async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+                await context.abort(code, message)
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
         return await continuation(handler_call_details)
 
 
-def _refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+class ThreadedAuthInterceptor(grpc.ServerInterceptor):
+    """:class:`AuthInterceptor` for grpc's thread-pool server: the same check, before
+    any handler."""
 
-    return grpc.unary_unary_rpc_method_handler(refuse)
+    def __init__(self, policy: AuthPolicy) -> None:
+        self.policy = policy
+
+    def intercept_service(self, continuation, handler_call_details):
+        refusal = grpc_refusal(self.policy, handler_call_details)
+        if refusal is not None:
+            code, message = refusal
+
+            def refuse(request: Any, context: grpc.ServicerContext) -> None:
+                context.abort(code, message)
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+        return continuation(handler_call_details)

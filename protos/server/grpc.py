@@ -43,7 +43,7 @@ from protos.codecs import grpc as codec
 from protos.codecs.limits import DEFAULT_MAX_ELEMENTS
 from protos.errors import ArbiterError
 from protos.registry import ModelRegistry
-from protos.server.auth import AuthInterceptor, AuthPolicy
+from protos.server.auth import AuthInterceptor, AuthPolicy, ThreadedAuthInterceptor
 from protos.server.metrics import ServerMetrics
 
 __all__ = ["InferenceServicer", "ThreadedServer", "abort_code", "build_server", "guarded"]
@@ -242,7 +242,7 @@ class ThreadedServer:
     def __init__(self, threads: int, options: list, auth: AuthPolicy | None = None) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = futures.ThreadPoolExecutor(threads, thread_name_prefix="arbiter-grpc")
-        interceptors = [_ThreadedAuth(auth)] if auth is not None else None
+        interceptors = [ThreadedAuthInterceptor(auth)] if auth is not None else None
         self._server = grpc.server(self._pool, interceptors=interceptors, options=options)
 
     def add_generic_rpc_handlers(self, handlers) -> None:
@@ -356,28 +356,3 @@ def _on_loop(method, loop_of):
         return result
 
     return call
-
-
-class _ThreadedAuth(grpc.ServerInterceptor):
-    """:class:`~protos.server.auth.AuthInterceptor` for the thread-pool server: the same
-    policy check, before any handler."""
-
-    def __init__(self, policy: AuthPolicy) -> None:
-        self.policy = policy
-
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        authorization = None
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                authorization = value if isinstance(value, str) else value.decode()
-        try:
-            self.policy.check(method, self.policy.grpc_scopes.get(method), authorization)
-        except ArbiterError as exc:
-            code, message = grpc.StatusCode[exc.grpc_code], exc.message
-
-            def refuse(request: Any, context: grpc.ServicerContext) -> None:
-                context.abort(code, message)
-
-            return grpc.unary_unary_rpc_method_handler(refuse)
-        return continuation(handler_call_details)
