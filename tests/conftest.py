@@ -76,13 +76,19 @@ def postgres_server() -> Iterator[PostgresServer]:
     Skips when the server binaries are missing, or fails when ``ARBITER_REQUIRE_POSTGRES=1``
     (as in CI, which must never skip the PostgreSQL tests silently).
     """
+    require_postgres()
+    with PostgresServer() as server:
+        yield server
+
+
+def require_postgres() -> None:
+    """Skip the calling test (or fixture) when a PostgreSQL server cannot be started
+    here; fail it instead with ``ARBITER_REQUIRE_POSTGRES=1``."""
     problem = postgres_available()
     if problem is not None:
         if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
             pytest.fail(f"{problem} ({REQUIRE_POSTGRES_ENV}=1)")
         pytest.skip(problem)
-    with PostgresServer() as server:
-        yield server
 
 
 @pytest.fixture
