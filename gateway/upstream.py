@@ -1,7 +1,8 @@
 """Pooled OIP clients from the gateway to model-wrapper pods.
 
-gRPC targets use ``grpc.aio`` channels (raw tensor contents); REST targets use one
-aiohttp keep-alive session with the binary tensor extension; ``grpcs://`` and
+gRPC targets use ``grpc.aio`` channels (raw tensor contents); REST targets use
+kept-alive HTTP/1.1 connections (:mod:`gateway.http_pool`) with the binary tensor
+extension; ``grpcs://`` and
 ``https://`` reach the pod over TLS (``ca_file``, and a client certificate for mTLS),
 and ``token_env`` names the bearer token sent to a pod that has auth. Every call has the
 model's deadline. Failures map onto the error tree: unreachable -> 503
@@ -16,11 +17,12 @@ import asyncio
 import itertools
 import logging
 import re
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 import grpc
 
 from gateway.config import ModelRef
+from gateway.http_pool import HttpPool, PodConnectionError, Response
 from protos import open_inference_pb2 as pb
 from protos import open_inference_pb2_grpc as pb_grpc
 from protos.codecs import binary
@@ -213,40 +215,42 @@ class GrpcUpstream(UpstreamModel):
 
 
 class HttpUpstream(UpstreamModel):
-    """A model reached over REST with the binary tensor extension and keep-alive."""
+    """A model reached over REST with the binary tensor extension, on kept-alive
+    connections (:class:`~gateway.http_pool.HttpPool`, ``connections`` x 16 at most)."""
 
     def __init__(self, key: str, ref: ModelRef) -> None:
         super().__init__(key, ref)
-        base = ref.url.rstrip("/")
+        url = urlsplit(ref.url)
+        host = url.hostname or "127.0.0.1"
+        port = url.port or (443 if ref.tls else 80)
         token = ref.token()
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        path = f"/v2/models/{ref.name}" + (f"/versions/{ref.version}" if ref.version else "")
-        self._meta_url = base + path
-        self._infer_url = base + path + "/infer"
-        self._session: aiohttp.ClientSession | None = None
+        path = url.path.rstrip("/") + f"/v2/models/{quote(ref.name, safe='')}" + (
+            f"/versions/{quote(ref.version, safe='')}" if ref.version else "")
+        fixed = f"Host: {url.netloc}\r\n" + (
+            f"Authorization: Bearer {token}\r\n" if token else "")
+        self._meta_head = f"GET {path} HTTP/1.1\r\n{fixed}".encode("latin-1")
+        self._ready_head = f"GET {path}/ready HTTP/1.1\r\n{fixed}".encode("latin-1")
+        self._infer_head = (f"POST {path}/infer HTTP/1.1\r\n{fixed}"
+                            "Content-Type: application/octet-stream\r\n").encode("latin-1")
+        self._host, self._port = host, port
+        self._pool: HttpPool | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _connections(self) -> HttpPool:
+        if self._pool is None:
             ssl_context = _client_tls(self.ref).ssl_context() if self.ref.tls else None
             # idle connections closed after 10 s: before a pod's 15 s keep-alive timer
-            connector = aiohttp.TCPConnector(limit=self.ref.connections * 16, keepalive_timeout=10,
-                                             ssl=ssl_context if ssl_context else True)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.ref.timeout_s)
-            )
-        return self._session
+            self._pool = HttpPool(self._host, self._port, ssl_context=ssl_context,
+                                  limit=self.ref.connections * 16, keepalive_s=10.0)
+        return self._pool
 
-    async def _call(self, method: str, url: str, headers: dict | None = None,
-                    **kwargs) -> tuple[int, dict, bytes]:
+    async def _call(self, head: bytes, body: bytes = b"") -> Response:
         try:
-            async with self._client().request(method, url, headers={**self._headers,
-                                              **(headers or {})}, **kwargs) as reply:
-                return reply.status, dict(reply.headers), await reply.read()
+            return await self._connections().request(head, body, timeout_s=self.ref.timeout_s)
         except TimeoutError:
             raise DeadlineError(
                 f"model {self.key!r} did not answer within {self.ref.timeout_s} s"
             ) from None
-        except aiohttp.ClientError as exc:  # names the address: logged, not returned
+        except (PodConnectionError, OSError) as exc:  # names the address: logged only
             log.warning("model %r at %s unreachable: %s", self.key, self.ref.url, exc)
             raise UpstreamUnavailableError(f"model {self.key!r} unreachable") from None
 
@@ -263,9 +267,9 @@ class HttpUpstream(UpstreamModel):
         raise cls(f"model {self.key!r}: {message or status}")
 
     async def fetch_metadata(self) -> ModelMetadata:
-        status, _, body = await self._call("GET", self._meta_url)
-        self._check(status, body)
-        doc = jsonc.loads(body)
+        reply = await self._call(self._meta_head)
+        self._check(reply.status, reply.body)
+        doc = jsonc.loads(reply.body)
 
         def tensors(items):
             return [TensorMetadata(t["name"], t["datatype"], list(t["shape"])) for t in items]
@@ -283,24 +287,25 @@ class HttpUpstream(UpstreamModel):
         Raises:
             ArbiterError: the pod could not be reached, or no answer in time.
         """
-        status, _, _ = await self._call("GET", self._meta_url + "/ready")
-        return status == 200
+        return (await self._call(self._ready_head)).status == 200
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         body, length = binary.request_to_binary(self._prepare(request), binary_outputs=True)
-        headers = {binary.HEADER: str(length), "Content-Type": "application/octet-stream"}
-        status, reply_headers, payload = await self._call(
-            "POST", self._infer_url, data=body, headers=headers
-        )
-        self._check(status, payload)
-        header_length = reply_headers.get(binary.HEADER)
+        reply = await self._call(
+            self._infer_head + b"%s: %d\r\n" % (_BINARY_HEADER, length), body)
+        self._check(reply.status, reply.body)
+        header_length = reply.headers.get(_BINARY_HEADER_KEY)
         if header_length is not None:
-            return binary.response_from_binary(payload, int(header_length))
-        return jsonc.response_from_json(jsonc.loads(payload))
+            return binary.response_from_binary(reply.body, int(header_length))
+        return jsonc.response_from_json(jsonc.loads(reply.body))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+_BINARY_HEADER = binary.HEADER.encode("latin-1")
+_BINARY_HEADER_KEY = binary.HEADER.lower()
 
 
 _TRANSPORT_CODES = {

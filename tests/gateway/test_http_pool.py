@@ -1,0 +1,176 @@
+"""The gateway's keep-alive HTTP/1.1 client (gateway/http_pool.py) against a real TCP
+server on port 0 whose answers each test scripts: reuse, Connection: close, chunked
+bodies, a pod closing an idle connection, timeouts, refusals, malformed answers, the
+connection limit."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from gateway.http_pool import HttpPool, PodConnectionError
+
+HEAD = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: pod\r\nContent-Type: text/plain\r\n"
+
+
+class _Pod:
+    """A TCP server answering each complete request with ``answer(request_bytes)``
+    (bytes to send, or None to send nothing); it records connections and requests."""
+
+    def __init__(self, answer, close_after: bool = False, delay_s: float = 0.0) -> None:
+        self.answer = answer
+        self.close_after = close_after
+        self.delay_s = delay_s
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.open_now = 0
+        self.most_open = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> _Pod:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for w in self.writers:
+            w.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length"))
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                out = self.answer(head + body)
+                if out is None:
+                    continue
+                writer.write(out)
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+
+def _ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def _echo(request: bytes) -> bytes:
+    return _ok(request.split(b"\r\n\r\n", 1)[1].upper(), b"X-Seen: yes\r\n")
+
+
+async def test_sequential_requests_share_one_connection_and_read_headers_and_body():
+    async with _Pod(_echo) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        for word in (b"alpha", b"beta", b"gamma"):
+            reply = await pool.request(HEAD, word, timeout_s=5)
+            assert (reply.status, reply.body) == (200, word.upper())
+            assert reply.headers["x-seen"] == "yes"
+        assert pod.connections == 1
+        assert pod.requests[1].endswith(b"Content-Length: 4\r\n\r\nbeta")
+        await pool.close()
+
+
+async def test_connection_close_answer_is_not_reused():
+    async with _Pod(lambda r: _ok(b"x", b"Connection: close\r\n"), close_after=True) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        for _ in range(3):
+            assert (await pool.request(HEAD, b"", timeout_s=5)).body == b"x"
+        assert pod.connections == 3
+        await pool.close()
+
+
+async def test_chunked_answer_is_joined():
+    chunked = (b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    async with _Pod(lambda r: chunked) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        reply = await pool.request(HEAD, b"q", timeout_s=5)
+        assert (reply.status, reply.body) == (503, b"hello world")
+        await pool.close()
+
+
+async def test_idle_connection_closed_by_the_pod_is_replaced_and_the_request_sent_once():
+    async with _Pod(_echo) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        assert (await pool.request(HEAD, b"one", timeout_s=5)).body == b"ONE"
+        for w in pod.writers:  # the pod's keep-alive timer fires
+            w.close()
+        await asyncio.sleep(0.05)
+        assert (await pool.request(HEAD, b"two", timeout_s=5)).body == b"TWO"
+        assert pod.connections == 2
+        assert [r.rsplit(b"\r\n", 1)[1] for r in pod.requests] == [b"one", b"two"]
+        await pool.close()
+
+
+async def test_idle_connections_older_than_keepalive_are_not_reused():
+    async with _Pod(_echo) as pod:
+        pool = HttpPool("127.0.0.1", pod.port, keepalive_s=0.05)
+        await pool.request(HEAD, b"a", timeout_s=5)
+        await asyncio.sleep(0.1)
+        await pool.request(HEAD, b"b", timeout_s=5)
+        assert pod.connections == 2
+        await pool.close()
+
+
+async def test_timeout_raises_and_drops_the_connection_with_the_stale_answer():
+    async with _Pod(_echo, delay_s=0.3) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        with pytest.raises(TimeoutError):
+            await pool.request(HEAD, b"slow", timeout_s=0.1)
+        pod.delay_s = 0.0
+        reply = await pool.request(HEAD, b"next", timeout_s=5)
+        assert reply.body == b"NEXT"  # not the late answer to "slow"
+        assert pod.connections == 2
+        await pool.close()
+
+
+async def test_refused_connection_and_malformed_answer_raise_pod_connection_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        with pytest.raises(PodConnectionError, match="cannot connect"):
+            await HttpPool("127.0.0.1", port).request(HEAD, b"", timeout_s=5)
+    async with _Pod(lambda r: b"SMTP ready\r\n\r\n") as pod:
+        with pytest.raises(PodConnectionError, match="malformed"):
+            await HttpPool("127.0.0.1", pod.port).request(HEAD, b"", timeout_s=5)
+
+
+async def test_pod_closing_mid_answer_is_an_error_not_a_retry():
+    async with _Pod(lambda r: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+                    close_after=True) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        with pytest.raises(PodConnectionError, match="closed the connection"):
+            await pool.request(HEAD, b"", timeout_s=5)
+        assert len(pod.requests) == 1
+        await pool.close()
+
+
+async def test_limit_bounds_open_connections_and_every_request_is_answered():
+    async with _Pod(_echo, delay_s=0.02) as pod:
+        pool = HttpPool("127.0.0.1", pod.port, limit=3)
+        words = [b"w%d" % i for i in range(12)]
+        replies = await asyncio.gather(*(pool.request(HEAD, w, timeout_s=5) for w in words))
+        assert [r.body for r in replies] == [w.upper() for w in words]
+        assert pod.most_open <= 3 and pod.connections == 3
+        await pool.close()
+        with pytest.raises(PodConnectionError, match="closed"):
+            await pool.request(HEAD, b"late", timeout_s=5)
