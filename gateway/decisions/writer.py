@@ -107,6 +107,7 @@ class Writer:
         self.backoff_s = BACKOFF_MIN_S
         """The current wait between probes (read by the store for Retry-After)."""
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._urgent = threading.Event()
         self._kept: list[Op] = []
         self._down_since: float | None = None
         self._conn: Any = None
@@ -126,14 +127,18 @@ class Writer:
         await ready
 
     def put(self, op: Op) -> None:
-        """Queue ``op`` (thread-safe, never blocks)."""
+        """Queue ``op`` (thread-safe, never blocks); one that is awaited ends the
+        writer's wait for more write-behind operations at once."""
         self._queue.put(op)
+        if not op.behind:
+            self._urgent.set()
 
     async def stop(self) -> None:
         """Write what is queued (an outage: for up to :data:`CLOSE_GRACE_S`), then
         disconnect."""
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(_STOP)
+            self._urgent.set()
             await asyncio.to_thread(self._thread.join)
 
     # -- the thread -----------------------------------------------------------------------
@@ -179,20 +184,21 @@ class Writer:
         first = self._queue.get()
         if first is _STOP:
             return [], True
+        if first.behind and self.flush_interval_s > 0 and self._queue.qsize() < MAX_BATCH:
+            # Sleep through the flush interval instead of waking for every write queued
+            # meanwhile (a thread switch and a GIL hand-off per decision): only an
+            # operation someone awaits, or a stop, cuts the wait short.
+            self._urgent.wait(self.flush_interval_s)
+        self._urgent.clear()
         batch = [first]
-        deadline = time.monotonic() + self.flush_interval_s if first.behind else 0.0
         while len(batch) < MAX_BATCH:
             try:
-                remaining = deadline - time.monotonic()
-                op = self._queue.get(timeout=remaining) if remaining > 0 else \
-                    self._queue.get_nowait()
+                op = self._queue.get_nowait()
             except queue.Empty:
                 break
             if op is _STOP:
                 return batch, True
             batch.append(op)
-            if not op.behind:
-                deadline = 0.0  # someone is waiting: commit what we have now
         return batch, False
 
     def _pause(self, wait_s: float) -> bool:
