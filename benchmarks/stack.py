@@ -40,8 +40,10 @@ class GatewayProc:
         name: label (also the log file name).
         proc: the process (the supervisor when ``workers`` > 1).
         http_port: REST port.
+        grpc_port: gRPC port.
         endpoint: the ``single`` deployment's REST infer endpoint, checked against
             ``expected`` probabilities.
+        grpc_endpoint: the same over gRPC.
     """
 
     def __init__(self, name: str, pod_url: str, store: dict[str, Any], work: Path,
@@ -57,8 +59,9 @@ class GatewayProc:
         path.write_text(yaml.safe_dump(config))
         self.name = name
         self.http_port = free_port()
+        self.grpc_port = free_port()
         argv = [*ARBITER, "gateway", "--config", str(path), "--host", "127.0.0.1",
-                "--http-port", str(self.http_port), "--grpc-port", str(free_port()),
+                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                 "--log-level", "WARNING", "--workers", str(workers)]
         self.proc = ServerProcess(name, argv, f"{self.base}/v2/health/ready", cpus=cpus,
                                   cwd=work)
@@ -66,6 +69,10 @@ class GatewayProc:
                                  payload.json_body(),
                                  expect_probs("probabilities", expected, ["label"]),
                                  lambda: [self.proc.pid])
+        self.grpc_endpoint = Endpoint(name, "grpc", f"127.0.0.1:{self.grpc_port}",
+                                      payload.grpc_body("single"),
+                                      expect_probs("probabilities", expected, ["label"]),
+                                      lambda: [self.proc.pid])
 
     @property
     def base(self) -> str:
