@@ -121,7 +121,7 @@ def run(*, store: str = "sqlite", concurrency: tuple[int, ...] = (1, 16),
             base = samples[("direct", conc)]
             for key in ("p50_ms", "p99_ms"):
                 cell[f"added_{key}"] = statistics.median(
-                    s[key] - b[key] for s, b in zip(runs, base))
+                    s[key] - b[key] for s, b in zip(runs, base, strict=True))
         cells.append(cell)
     return {"machine": machine(), "options": {
         "store": store, "concurrency": list(concurrency), "duration_s": duration_s,
