@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 
 import httptools
@@ -131,6 +132,11 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(error)
 
 
+def _expire(answer: asyncio.Future) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
+
+
 class HttpPool:
     """Kept-alive connections to one ``host:port`` (see the module docstring).
 
@@ -144,11 +150,15 @@ class HttpPool:
 
     def __init__(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
                  limit: int = 64, keepalive_s: float = 10.0) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
         self.host, self.port = host, port
         self.ssl_context = ssl_context
         self.keepalive_s = keepalive_s
+        self.limit = limit
+        self._active = 0  # requests holding a slot (at most ``limit``)
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(limit)
         self._open: set[_Connection] = set()
         self._closing = False
 
@@ -166,30 +176,62 @@ class HttpPool:
             PodConnectionError: connection refused, reset or closed mid-answer, or a
                 malformed answer.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         data = (head, b"Content-Length: %d\r\n\r\n" % len(body), body)
-        async with asyncio.timeout(timeout_s):
-            await self._slots.acquire()
-            try:
-                for _ in range(2):
-                    conn = await self._connection()
-                    try:
-                        response = await conn.send(data)
-                    except PodConnectionError as exc:
-                        self._open.discard(conn)
-                        if getattr(exc, "stale", False):
-                            continue  # the pod dropped an idle connection: once more, fresh
-                        raise
-                    except BaseException:  # a timeout or a cancel: the answer is stale
-                        conn.close()
-                        self._open.discard(conn)
-                        raise
-                    self._release(conn)
-                    return response
-                raise PodConnectionError("the pod closed two connections before answering")
-            finally:
-                self._slots.release()
+        if self._active < self.limit and not self._waiters:
+            self._active += 1
+        else:
+            await self._wait_for_slot(deadline)
+        try:
+            for _ in range(2):
+                conn = self._idle_connection()
+                if conn is None:
+                    conn = await self._connect(deadline)
+                answer = conn.send(data)
+                timer = loop.call_at(deadline, _expire, answer)
+                try:
+                    response = await answer
+                except PodConnectionError as exc:
+                    self._open.discard(conn)
+                    if getattr(exc, "stale", False):
+                        continue  # the pod dropped an idle connection: once more, fresh
+                    raise
+                except BaseException:  # a timeout or a cancel: the answer is stale
+                    conn.close()
+                    self._open.discard(conn)
+                    raise
+                finally:
+                    timer.cancel()
+                self._release(conn)
+                return response
+            raise PodConnectionError("the pod closed two connections before answering")
+        finally:
+            self._free_slot()
 
-    async def _connection(self) -> _Connection:
+    async def _wait_for_slot(self, deadline: float) -> None:
+        """Wait until a finishing request hands over its slot (FIFO)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._free_slot()  # handed over just as the wait ended: pass it on
+            else:
+                waiter.cancel()
+            raise
+
+    def _free_slot(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to it
+                return
+        self._active -= 1
+
+    def _idle_connection(self) -> _Connection | None:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
@@ -197,13 +239,17 @@ class HttpPool:
                 return conn
             conn.close()
             self._open.discard(conn)
+        return None
+
+    async def _connect(self, deadline: float) -> _Connection:
         if self._closing:
             raise PodConnectionError("the connection pool is closed")
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(
-                _Connection, self.host, self.port, ssl=self.ssl_context,
-                server_hostname=self.host if self.ssl_context is not None else None)
+            async with asyncio.timeout_at(deadline):
+                _, conn = await loop.create_connection(
+                    _Connection, self.host, self.port, ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context is not None else None)
         except OSError as exc:
             raise PodConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") \
                 from None

@@ -275,6 +275,9 @@ def build_app(
     app[METRICS_KEY] = metrics
     app[MAX_ELEMENTS_KEY] = max_tensor_elements
     add = app.router.add_route
+    # inference first: aiohttp tries the routes sharing a path prefix in order
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        add("POST", prefix + "/infer", _infer)
     add("GET", "/v2/health/live", _live)
     add("GET", "/v2/health/ready", _ready)
     add("GET", "/v2", _server_metadata)
@@ -286,7 +289,6 @@ def build_app(
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         add("GET", prefix, _model_metadata)
         add("GET", prefix + "/ready", _model_ready)
-        add("POST", prefix + "/infer", _infer)
     add_v1_routes(app)
     if extra_routes is not None:
         extra_routes(app)

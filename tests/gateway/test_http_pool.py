@@ -174,3 +174,33 @@ async def test_limit_bounds_open_connections_and_every_request_is_answered():
         await pool.close()
         with pytest.raises(PodConnectionError, match="closed"):
             await pool.request(HEAD, b"late", timeout_s=5)
+
+
+async def test_waiting_for_a_slot_is_bounded_by_the_timeout_and_frees_nothing_twice():
+    async with _Pod(_echo, delay_s=0.3) as pod:
+        pool = HttpPool("127.0.0.1", pod.port, limit=1)
+        slow = asyncio.ensure_future(pool.request(HEAD, b"first", timeout_s=5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):  # no slot within 0.1 s
+            await pool.request(HEAD, b"second", timeout_s=0.1)
+        assert (await slow).body == b"FIRST"
+        pod.delay_s = 0.0
+        replies = await asyncio.gather(*(pool.request(HEAD, b"n%d" % i, timeout_s=5)
+                                         for i in range(5)))
+        assert [r.body for r in replies] == [b"N%d" % i for i in range(5)]
+        assert pool._active == 0 and not pool._waiters
+        await pool.close()
+
+
+async def test_a_cancelled_caller_leaves_the_pool_usable():
+    async with _Pod(_echo, delay_s=0.2) as pod:
+        pool = HttpPool("127.0.0.1", pod.port, limit=1)
+        task = asyncio.ensure_future(pool.request(HEAD, b"gone", timeout_s=5))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        pod.delay_s = 0.0
+        assert (await pool.request(HEAD, b"next", timeout_s=5)).body == b"NEXT"
+        assert pool._active == 0
+        await pool.close()
