@@ -71,9 +71,10 @@ def _cell(ep: Endpoint, pids: list[int], conc: int, duration_s: float, warmup_s:
 
 def run(*, store: str = "sqlite", concurrency: tuple[int, ...] = (1, 16),
         duration_s: float = 4.0, warmup_s: float = 1.0, repeats: int = 3,
-        install: bool = True, generator: str = "auto") -> dict[str, Any]:
+        install: bool = True, generator: str = "auto",
+        models: Path | None = None) -> dict[str, Any]:
     """Run the cells; returns ``{"machine", "options", "cells": [...], "targets"}``."""
-    models = ensure_models()
+    models = models or ensure_models()
     payload = credit_payload(models)
     tools = ensure_tools(install) if generator == "auto" else {}
     n = os.cpu_count() or 1
@@ -181,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-install", action="store_true", help="never apt-get wrk / h2load")
     p.add_argument("--generator", choices=["auto", "python"], default="auto")
     p.add_argument("--results", type=Path, default=RESULTS, help="report directory")
+    p.add_argument("--models", type=Path, default=None, help="credit model directory")
     args = p.parse_args(argv)
     result = run(store=args.store, concurrency=tuple(int(c) for c in args.concurrency.split(",")),
                  duration_s=args.duration, warmup_s=args.warmup, repeats=args.repeats,
-                 install=not args.no_install, generator=args.generator)
+                 install=not args.no_install, generator=args.generator, models=args.models)
     text = markdown(result)
     write_results(result, text, "gateway-cost", args.results)
     print(text)

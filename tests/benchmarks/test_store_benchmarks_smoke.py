@@ -1,6 +1,6 @@
-"""Smoke tests of the store and worker benchmarks: each script runs in a tiny mode (one
-repeat, 1 s cells, the memory and SQLite stores, the fake pod) and writes a JSON result
-with the expected keys and positive numbers."""
+"""Smoke tests of the store, worker and gateway-cost benchmarks: each script runs in a
+tiny mode (one repeat, 1 s cells, the memory and SQLite stores, the fake pod) and writes
+a JSON result with the expected keys and positive numbers."""
 
 from __future__ import annotations
 
@@ -65,3 +65,21 @@ def test_workers_compares_one_and_two_gateway_workers(credit_model_dir: Path,
         assert 0 < row["machine_busy_share"] <= 1, row
     (ratio,) = doc["ratios"]
     assert ratio["pod"] == "fake" and ratio["ratio"] > 0
+
+
+def test_gateway_cost_measures_the_gateway_in_front_of_the_fake_pod(
+        credit_model_dir: Path, tmp_path: Path) -> None:
+    doc = _run("benchmarks.gateway_cost", "--duration", "1", "--warmup", "0",
+               "--repeats", "1", "--concurrency", "1,4", "--models", str(credit_model_dir),
+               results=tmp_path)
+    cells = {(c["target"], c["concurrency"]): c for c in doc["cells"]}
+    assert set(cells) == {(t, c) for t in ("direct", "rest", "grpc") for c in (1, 4)}
+    for (target, _), cell in cells.items():
+        assert cell["rps"] > 0 and cell["errors"] == 0, cell
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"] and cell["cpu_ms_per_req"] > 0, cell
+        if target != "direct":  # the gateway does more than the pod it calls
+            assert cell["cpu_ms_per_req"] > cells[("direct", cell["concurrency"])][
+                "cpu_ms_per_req"], cell
+            assert "added_p50_ms" in cell
+    measures = [t["measure"] for t in doc["targets"]]
+    assert measures == ["added latency REST c=1, p50", "added latency REST c=1, p99"]
