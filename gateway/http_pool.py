@@ -14,9 +14,14 @@ Behaviour (RFC 9112):
 * connections are reused last-in first-out and closed after ``keepalive_s`` idle
   (before a pod's own keep-alive timer, 15 s for an Arbiter pod) or when the response
   says ``Connection: close``; at most ``limit`` are open at once, further requests wait;
-* a request sent on a reused connection that the pod closed before any byte of the
-  answer came back (the pod's keep-alive timer won the race) is sent once more on a
-  fresh connection: the pod read nothing of it, so nothing runs twice;
+* a request is sent once: a connection the pod closes before answering fails the
+  call (the pod may have read and run it), it is never sent again on another;
+* interim answers (1xx, RFC 9110 section 15.2) are skipped; an answer without
+  ``Content-Length`` or chunked coding ends when the pod closes the connection (RFC 9112
+  section 6.3); bytes that arrive on an idle connection, or after an answer, close it,
+  so they are never read as the next request's answer;
+* an answer's header section is limited to :data:`MAX_HEADERS` fields and
+  :data:`MAX_HEADER_BYTES` bytes;
 * the whole call (waiting for a connection, connecting, the answer) is bounded by
   ``timeout_s``; when it runs out the connection is closed (its answer would be stale)
   and :class:`TimeoutError` is raised;
@@ -33,7 +38,12 @@ from collections.abc import Sequence
 
 import httptools
 
-__all__ = ["HttpPool", "PodConnectionError", "Response"]
+__all__ = ["HttpPool", "MAX_HEADERS", "MAX_HEADER_BYTES", "PodConnectionError", "Response"]
+
+MAX_HEADERS = 100
+"""Most header fields in a pod's answer."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Most bytes of header names and values in a pod's answer."""
 
 
 class PodConnectionError(ConnectionError):
@@ -68,55 +78,82 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
         self.idle_since = 0.0
-        self.used = False  # has carried a request before (a reused connection)
-        self.answered = False  # some byte of the current answer arrived
         self._headers: dict[str, str] = {}
+        self._header_count = 0
+        self._header_bytes = 0
+        self._headers_done = False
         self._body: list[bytes] = []
+        self._broken: str | None = None  # why the exchange cannot go on
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.answered = True
+        if self.waiter is None:  # nothing asked: the stream is out of step, drop it
+            self.close()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(PodConnectionError("the pod asked to upgrade the connection"))
         except httptools.HttpParserError as exc:
             self._fail(PodConnectionError(f"malformed answer from the pod: {exc}"))
+        if self._broken is not None:
+            self._fail(PodConnectionError(self._broken))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            error = PodConnectionError("the pod closed the connection before answering")
-            error.stale = self.used and not self.answered  # type: ignore[attr-defined]
-            waiter.set_exception(error)
-            waiter.exception()  # retrieved by the pool
+        waiter, self.waiter = self.waiter, None
+        if waiter is None or waiter.done():
+            return
+        if (self._headers_done and "content-length" not in self._headers
+                and "transfer-encoding" not in self._headers and self._broken is None):
+            # the answer's body is delimited by the close (RFC 9112 section 6.3, rule 8)
+            waiter.set_result(Response(self.parser.get_status_code(), self._headers,
+                                       b"".join(self._body)))
+            return
+        waiter.set_exception(
+            PodConnectionError("the pod closed the connection before answering"))
+        waiter.exception()  # retrieved by the pool
 
     # -- httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.waiter is None:  # an answer nobody asked for, after the last one
+            self._broken = "the pod sent more than one answer to one request"
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value)
+        if self._header_count > MAX_HEADERS or self._header_bytes > MAX_HEADER_BYTES:
+            self._broken = (f"the pod's answer has more than {MAX_HEADERS} header fields "
+                            f"or {MAX_HEADER_BYTES} bytes of headers")
+            return
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        headers, body = self._headers, b"".join(self._body)
+        self._headers, self._body, self._headers_done = {}, [], False
+        self._header_count = self._header_bytes = 0
+        if 100 <= status < 200 or self._broken is not None:
+            return  # interim (100 Continue, 103 Early Hints): the final one follows
         waiter, self.waiter = self.waiter, None
-        response = Response(self.parser.get_status_code(), self._headers,
-                            b"".join(self._body))
         if not self.parser.should_keep_alive():
             self.close()
-        self._headers, self._body = {}, []
         if waiter is not None and not waiter.done():
-            waiter.set_result(response)
+            waiter.set_result(Response(status, headers, body))
 
     # -- the pool's side ------------------------------------------------------------------
     def send(self, data: Sequence[bytes]) -> asyncio.Future[Response]:
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
-        self.answered = False
         self.transport.writelines(data)
         return self.waiter
 
@@ -184,28 +221,21 @@ class HttpPool:
         else:
             await self._wait_for_slot(deadline)
         try:
-            for _ in range(2):
-                conn = self._idle_connection()
-                if conn is None:
-                    conn = await self._connect(deadline)
-                answer = conn.send(data)
-                timer = loop.call_at(deadline, _expire, answer)
-                try:
-                    response = await answer
-                except PodConnectionError as exc:
-                    self._open.discard(conn)
-                    if getattr(exc, "stale", False):
-                        continue  # the pod dropped an idle connection: once more, fresh
-                    raise
-                except BaseException:  # a timeout or a cancel: the answer is stale
-                    conn.close()
-                    self._open.discard(conn)
-                    raise
-                finally:
-                    timer.cancel()
-                self._release(conn)
-                return response
-            raise PodConnectionError("the pod closed two connections before answering")
+            conn = self._idle_connection()
+            if conn is None:
+                conn = await self._connect(deadline)
+            answer = conn.send(data)
+            timer = loop.call_at(deadline, _expire, answer)
+            try:
+                response = await answer
+            except BaseException:  # closed, malformed, a timeout or a cancel
+                conn.close()
+                self._open.discard(conn)
+                raise
+            finally:
+                timer.cancel()
+            self._release(conn)
+            return response
         finally:
             self._free_slot()
 
@@ -250,6 +280,8 @@ class HttpPool:
                 _, conn = await loop.create_connection(
                     _Connection, self.host, self.port, ssl=self.ssl_context,
                     server_hostname=self.host if self.ssl_context is not None else None)
+        except TimeoutError:  # an OSError too: the deadline, not a refusal
+            raise
         except OSError as exc:
             raise PodConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") \
                 from None
@@ -261,7 +293,6 @@ class HttpPool:
             conn.close()
             self._open.discard(conn)
             return
-        conn.used = True
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
 

@@ -199,7 +199,11 @@ class GrpcUpstream(UpstreamModel):
                 message, timeout=self.ref.timeout_s, metadata=self._auth_metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
-        return grpc_codec.response_from_pb(reply)
+        try:
+            return grpc_codec.response_from_pb(reply)
+        except ArbiterError as exc:  # the pod's fault, not the client's
+            raise InferenceError(
+                f"model {self.key!r}: malformed answer from the pod: {exc.message}") from None
 
     def _error(self, exc: grpc.aio.AioRpcError) -> ArbiterError:
         cls = _GRPC_ERRORS.get(exc.code(), InferenceError)
@@ -295,9 +299,14 @@ class HttpUpstream(UpstreamModel):
             self._infer_head + b"%s: %d\r\n" % (_BINARY_HEADER, length), body)
         self._check(reply.status, reply.body)
         header_length = reply.headers.get(_BINARY_HEADER_KEY)
-        if header_length is not None:
-            return binary.response_from_binary(reply.body, int(header_length))
-        return jsonc.response_from_json(jsonc.loads(reply.body))
+        try:
+            if header_length is not None:
+                return binary.response_from_binary(reply.body, int(header_length))
+            return jsonc.response_from_json(jsonc.loads(reply.body))
+        except (ArbiterError, ValueError) as exc:  # the pod's fault, not the client's
+            detail = exc.message if isinstance(exc, ArbiterError) else str(exc)
+            raise InferenceError(
+                f"model {self.key!r}: malformed answer from the pod: {detail}") from None
 
     async def close(self) -> None:
         if self._pool is not None:

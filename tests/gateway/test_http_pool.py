@@ -1,16 +1,18 @@
 """The gateway's keep-alive HTTP/1.1 client (gateway/http_pool.py) against a real TCP
 server on port 0 whose answers each test scripts: reuse, Connection: close, chunked
-bodies, a pod closing an idle connection, timeouts, refusals, malformed answers, the
-connection limit."""
+bodies, bodies ended by the close, interim 1xx answers, stray bytes, a pod closing an
+idle connection or dropping a request it read, timeouts (connecting included), refusals,
+malformed answers, header limits, the connection limit."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import pytest
 
-from gateway.http_pool import HttpPool, PodConnectionError
+from gateway.http_pool import MAX_HEADERS, HttpPool, PodConnectionError
 
 HEAD = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: pod\r\nContent-Type: text/plain\r\n"
 
@@ -203,4 +205,150 @@ async def test_a_cancelled_caller_leaves_the_pool_usable():
         pod.delay_s = 0.0
         assert (await pool.request(HEAD, b"next", timeout_s=5)).body == b"NEXT"
         assert pool._active == 0
+        await pool.close()
+
+
+class _ScriptedPod:
+    """Per request: ``script(n, body, writer)`` (a coroutine) answers request number n
+    (0-based, over all connections); False ends the connection."""
+
+    def __init__(self, script) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+
+    async def __aenter__(self) -> _ScriptedPod:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    async def _serve(self, reader, writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length"))
+                body = await reader.readexactly(length)
+                self.requests.append(body)
+                if await self.script(len(self.requests) - 1, body, writer) is False:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _answer(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def test_body_delimited_by_connection_close_is_an_answer():
+    # RFC 9112 section 6.3, rule 8: neither Content-Length nor chunked coding, so the
+    # body ends when the pod closes the connection
+    async def script(n, body, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body.upper())
+        await writer.drain()
+        return False
+
+    async with _ScriptedPod(script) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        response = await pool.request(HEAD, b"abc", timeout_s=2)
+        assert (response.status, response.body) == (200, b"ABC")
+        await pool.close()
+
+
+async def test_interim_1xx_answer_is_skipped_and_never_given_to_the_next_request():
+    # a 100 Continue before the final answer: the interim answer is not the answer, and
+    # the final one must not be left on the connection for the next request
+    async def script(n, body, writer):
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(_answer(body))
+        await writer.drain()
+
+    async with _ScriptedPod(script) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        first = await pool.request(HEAD, b"first", timeout_s=2)
+        second = await pool.request(HEAD, b"second", timeout_s=2)
+        assert (first.status, first.body) == (200, b"first")
+        assert (second.status, second.body) == (200, b"second")
+        await pool.close()
+
+
+async def test_bytes_arriving_on_an_idle_connection_are_not_the_next_answer():
+    # a pod that sends anything while the connection is idle has broken the exchange:
+    # the connection is dropped, else the next answer would be read as the stray one's rest
+    async def script(n, body, writer):
+        writer.write(_answer(body))
+        await writer.drain()
+        if n == 0:
+            await asyncio.sleep(0.1)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nstray")  # cut short
+            await writer.drain()
+
+    async with _ScriptedPod(script) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        assert (await pool.request(HEAD, b"one", timeout_s=2)).body == b"one"
+        await asyncio.sleep(0.2)  # the stray answer has arrived on the idle connection
+        assert (await pool.request(HEAD, b"two", timeout_s=2)).body == b"two"
+        await pool.close()
+
+
+async def test_tls_handshake_outliving_the_deadline_is_a_timeout():
+    # the whole call, connecting included, is bounded by timeout_s and raises
+    # TimeoutError (the gateway's 504), not the unreachable pod's PodConnectionError (503)
+    async def silent(reader, writer):
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    context = ssl.create_default_context()
+    pool = HttpPool("127.0.0.1", port, ssl_context=context)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await pool.request(HEAD, b"x", timeout_s=0.3)
+    except Exception as exc:  # noqa: BLE001 - the type is the point
+        raised = exc
+    else:
+        raised = None
+    assert type(raised) is TimeoutError, repr(raised)
+    assert loop.time() - started < 1.0
+    await pool.close()
+    server.close()
+
+
+async def test_a_request_the_pod_read_is_not_sent_twice():
+    # a pod that read a request and closed without answering may have run it (a crash,
+    # an OOM kill): the request fails, it is never sent again
+    async def script(n, body, writer):
+        if n == 1:  # the second request, on the kept-alive connection: read, then drop
+            return False
+        writer.write(_answer(body))
+        await writer.drain()
+
+    async with _ScriptedPod(script) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        await pool.request(HEAD, b"one", timeout_s=2)
+        with pytest.raises(PodConnectionError, match="closed the connection"):
+            await pool.request(HEAD, b"two", timeout_s=2)
+        assert pod.requests.count(b"two") == 1, pod.requests
+        await pool.close()
+
+
+async def test_an_answer_with_too_many_headers_is_refused():
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(MAX_HEADERS + 1))
+
+    async def script(n, body, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with _ScriptedPod(script) as pod:
+        pool = HttpPool("127.0.0.1", pod.port)
+        with pytest.raises(PodConnectionError, match="header fields"):
+            await pool.request(HEAD, b"x", timeout_s=2)
         await pool.close()
