@@ -14,6 +14,7 @@ explainable AI for trees" (Tree SHAP), Nature MI 2020.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,25 @@ class PredictorSlot:
             yield
         finally:
             self._fn = None
+
+
+class _ScalarOutputWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Predictor returned a scalar value")
+
+
+@contextmanager
+def _quiet_about_scalar_output() -> Iterator[None]:
+    """Drop Alibi's warning that a predictor "returned a scalar value" while fitting:
+    a binary tree ensemble's raw output is one margin (log-odds) per row, which is what
+    is explained, not a class label as the warning supposes."""
+    logger = logging.getLogger("alibi.explainers.shap_wrappers")
+    quiet = _ScalarOutputWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def categorical(schema: FeatureSchema) -> dict[int, list[str]] | None:
@@ -246,7 +266,8 @@ class TreeShapExplainer(Explainer):
             task="classification",
             seed=self.seed,
         )
-        self._shap = shap.fit()
+        with _quiet_about_scalar_output():
+            self._shap = shap.fit()
 
     def parameters(self) -> dict[str, Any]:
         return {"model_output": "raw", "feature_perturbation": "tree_path_dependent"}
