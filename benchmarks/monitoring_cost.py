@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.decisions import Decision
@@ -33,28 +34,17 @@ from gateway.monitoring import FairnessMonitor
 from gateway.tally import Tally
 
 ROOT = Path(__file__).resolve().parents[1]
-ENCODING = ROOT / "examples" / "credit" / "models" / "encoding.json"
+EXAMPLE = ROOT / "examples" / "credit"
 MODELS = ("lr", "gbm", "mlp")
 
 
 def credit_spec(refresh_s: float) -> MonitoringSpec:
-    """The credit example's monitoring block."""
-    return MonitoringSpec.model_validate({
-        "encoding": str(ENCODING),
-        "groups": [
-            {"name": "sex", "feature": "personal_status_and_sex",
-             "categories": {"female": ["female : divorced/separated/married"],
-                            "male": ["male : divorced/separated", "male : married/widowed",
-                                     "male : single"]}},
-            {"name": "age", "feature": "age_in_years", "bands": [0, 25, 40, 60, 200]},
-            {"name": "foreign_worker", "feature": "foreign_worker",
-             "categories": {"foreign": ["yes"], "domestic": ["no"]}},
-        ],
-        "reference": {"sex": "male", "age": "25-40", "foreign_worker": "domestic"},
-        "windows": ["hour", "day", "day_of_week"],
-        "alerts": [{"metric": "disparate_impact", "below": 0.8}],
-        "refresh_s": refresh_s,
-    })
+    """The credit example's monitoring block (deployment ``credit`` of
+    ``examples/credit/gateway.yaml``), its encoding file found from the example."""
+    config = yaml.safe_load((EXAMPLE / "gateway.yaml").read_text())
+    block = dict(config["deployments"]["credit"]["monitoring"])
+    block["encoding"] = str(EXAMPLE / block["encoding"])
+    return MonitoringSpec.model_validate({**block, "refresh_s": refresh_s})
 
 
 def decisions(n: int, seed: int = 0) -> list[Decision]:
