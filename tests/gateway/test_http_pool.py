@@ -13,74 +13,17 @@ import ssl
 import pytest
 
 from gateway.http_pool import MAX_HEADERS, HttpPool, PodConnectionError
+from tests.gateway.scripted_pod import ScriptedPod, ok
 
 HEAD = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: pod\r\nContent-Type: text/plain\r\n"
 
 
-class _Pod:
-    """A TCP server answering each complete request with ``answer(request_bytes)``
-    (bytes to send, or None to send nothing); it records connections and requests."""
-
-    def __init__(self, answer, close_after: bool = False, delay_s: float = 0.0) -> None:
-        self.answer = answer
-        self.close_after = close_after
-        self.delay_s = delay_s
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.open_now = 0
-        self.most_open = 0
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.AbstractServer | None = None
-
-    async def __aenter__(self) -> _Pod:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        for w in self.writers:
-            w.close()
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.open_now += 1
-        self.most_open = max(self.most_open, self.open_now)
-        self.writers.append(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length"))
-                body = await reader.readexactly(length)
-                self.requests.append(head + body)
-                if self.delay_s:
-                    await asyncio.sleep(self.delay_s)
-                out = self.answer(head + body)
-                if out is None:
-                    continue
-                writer.write(out)
-                await writer.drain()
-                if self.close_after:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.open_now -= 1
-            writer.close()
-
-
-def _ok(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
-
-
 def _echo(request: bytes) -> bytes:
-    return _ok(request.split(b"\r\n\r\n", 1)[1].upper(), b"X-Seen: yes\r\n")
+    return ok(request.split(b"\r\n\r\n", 1)[1].upper(), b"X-Seen: yes\r\n")
 
 
 async def test_sequential_requests_share_one_connection_and_read_headers_and_body():
-    async with _Pod(_echo) as pod:
+    async with ScriptedPod(answer=_echo) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         for word in (b"alpha", b"beta", b"gamma"):
             reply = await pool.request(HEAD, word, timeout_s=5)
@@ -92,7 +35,8 @@ async def test_sequential_requests_share_one_connection_and_read_headers_and_bod
 
 
 async def test_connection_close_answer_is_not_reused():
-    async with _Pod(lambda r: _ok(b"x", b"Connection: close\r\n"), close_after=True) as pod:
+    async with ScriptedPod(answer=lambda r: ok(b"x", b"Connection: close\r\n"),
+                           close_after=True) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         for _ in range(3):
             assert (await pool.request(HEAD, b"", timeout_s=5)).body == b"x"
@@ -103,7 +47,7 @@ async def test_connection_close_answer_is_not_reused():
 async def test_chunked_answer_is_joined():
     chunked = (b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-    async with _Pod(lambda r: chunked) as pod:
+    async with ScriptedPod(answer=lambda r: chunked) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         reply = await pool.request(HEAD, b"q", timeout_s=5)
         assert (reply.status, reply.body) == (503, b"hello world")
@@ -111,7 +55,7 @@ async def test_chunked_answer_is_joined():
 
 
 async def test_idle_connection_closed_by_the_pod_is_replaced_and_the_request_sent_once():
-    async with _Pod(_echo) as pod:
+    async with ScriptedPod(answer=_echo) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         assert (await pool.request(HEAD, b"one", timeout_s=5)).body == b"ONE"
         for w in pod.writers:  # the pod's keep-alive timer fires
@@ -124,7 +68,7 @@ async def test_idle_connection_closed_by_the_pod_is_replaced_and_the_request_sen
 
 
 async def test_idle_connections_older_than_keepalive_are_not_reused():
-    async with _Pod(_echo) as pod:
+    async with ScriptedPod(answer=_echo) as pod:
         pool = HttpPool("127.0.0.1", pod.port, keepalive_s=0.05)
         await pool.request(HEAD, b"a", timeout_s=5)
         await asyncio.sleep(0.1)
@@ -133,8 +77,8 @@ async def test_idle_connections_older_than_keepalive_are_not_reused():
         await pool.close()
 
 
-async def test_timeout_raises_and_drops_the_connection_with_the_stale_answer():
-    async with _Pod(_echo, delay_s=0.3) as pod:
+async def test_timeout_raises_and_drops_the_connection_with_the_staleok():
+    async with ScriptedPod(answer=_echo, delay_s=0.3) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         with pytest.raises(TimeoutError):
             await pool.request(HEAD, b"slow", timeout_s=0.1)
@@ -151,14 +95,14 @@ async def test_refused_connection_and_malformed_answer_raise_pod_connection_erro
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         with pytest.raises(PodConnectionError, match="cannot connect"):
             await HttpPool("127.0.0.1", port).request(HEAD, b"", timeout_s=5)
-    async with _Pod(lambda r: b"SMTP ready\r\n\r\n") as pod:
+    async with ScriptedPod(answer=lambda r: b"SMTP ready\r\n\r\n") as pod:
         with pytest.raises(PodConnectionError, match="malformed"):
             await HttpPool("127.0.0.1", pod.port).request(HEAD, b"", timeout_s=5)
 
 
 async def test_pod_closing_mid_answer_is_an_error_not_a_retry():
-    async with _Pod(lambda r: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-                    close_after=True) as pod:
+    async with ScriptedPod(answer=lambda r: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+                           close_after=True) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         with pytest.raises(PodConnectionError, match="closed the connection"):
             await pool.request(HEAD, b"", timeout_s=5)
@@ -167,7 +111,7 @@ async def test_pod_closing_mid_answer_is_an_error_not_a_retry():
 
 
 async def test_limit_bounds_open_connections_and_every_request_is_answered():
-    async with _Pod(_echo, delay_s=0.02) as pod:
+    async with ScriptedPod(answer=_echo, delay_s=0.02) as pod:
         pool = HttpPool("127.0.0.1", pod.port, limit=3)
         words = [b"w%d" % i for i in range(12)]
         replies = await asyncio.gather(*(pool.request(HEAD, w, timeout_s=5) for w in words))
@@ -179,7 +123,7 @@ async def test_limit_bounds_open_connections_and_every_request_is_answered():
 
 
 async def test_waiting_for_a_slot_is_bounded_by_the_timeout_and_frees_nothing_twice():
-    async with _Pod(_echo, delay_s=0.3) as pod:
+    async with ScriptedPod(answer=_echo, delay_s=0.3) as pod:
         pool = HttpPool("127.0.0.1", pod.port, limit=1)
         slow = asyncio.ensure_future(pool.request(HEAD, b"first", timeout_s=5))
         await asyncio.sleep(0.05)
@@ -195,7 +139,7 @@ async def test_waiting_for_a_slot_is_bounded_by_the_timeout_and_frees_nothing_tw
 
 
 async def test_a_cancelled_caller_leaves_the_pool_usable():
-    async with _Pod(_echo, delay_s=0.2) as pod:
+    async with ScriptedPod(answer=_echo, delay_s=0.2) as pod:
         pool = HttpPool("127.0.0.1", pod.port, limit=1)
         task = asyncio.ensure_future(pool.request(HEAD, b"gone", timeout_s=5))
         await asyncio.sleep(0.05)
@@ -208,43 +152,7 @@ async def test_a_cancelled_caller_leaves_the_pool_usable():
         await pool.close()
 
 
-class _ScriptedPod:
-    """Per request: ``script(n, body, writer)`` (a coroutine) answers request number n
-    (0-based, over all connections); False ends the connection."""
-
-    def __init__(self, script) -> None:
-        self.script = script
-        self.requests: list[bytes] = []
-
-    async def __aenter__(self) -> _ScriptedPod:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-
-    async def _serve(self, reader, writer) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length"))
-                body = await reader.readexactly(length)
-                self.requests.append(body)
-                if await self.script(len(self.requests) - 1, body, writer) is False:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-def _answer(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-
-
-async def test_body_delimited_by_connection_close_is_an_answer():
+async def test_body_delimited_by_connection_close_is_anok():
     # RFC 9112 section 6.3, rule 8: neither Content-Length nor chunked coding, so the
     # body ends when the pod closes the connection
     async def script(n, body, writer):
@@ -252,7 +160,7 @@ async def test_body_delimited_by_connection_close_is_an_answer():
         await writer.drain()
         return False
 
-    async with _ScriptedPod(script) as pod:
+    async with ScriptedPod(script) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         response = await pool.request(HEAD, b"abc", timeout_s=2)
         assert (response.status, response.body) == (200, b"ABC")
@@ -266,10 +174,10 @@ async def test_interim_1xx_answer_is_skipped_and_never_given_to_the_next_request
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.1)
-        writer.write(_answer(body))
+        writer.write(ok(body))
         await writer.drain()
 
-    async with _ScriptedPod(script) as pod:
+    async with ScriptedPod(script) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         first = await pool.request(HEAD, b"first", timeout_s=2)
         second = await pool.request(HEAD, b"second", timeout_s=2)
@@ -278,18 +186,18 @@ async def test_interim_1xx_answer_is_skipped_and_never_given_to_the_next_request
         await pool.close()
 
 
-async def test_bytes_arriving_on_an_idle_connection_are_not_the_next_answer():
+async def test_bytes_arriving_on_an_idle_connection_are_not_the_nextok():
     # a pod that sends anything while the connection is idle has broken the exchange:
     # the connection is dropped, else the next answer would be read as the stray one's rest
     async def script(n, body, writer):
-        writer.write(_answer(body))
+        writer.write(ok(body))
         await writer.drain()
         if n == 0:
             await asyncio.sleep(0.1)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nstray")  # cut short
             await writer.drain()
 
-    async with _ScriptedPod(script) as pod:
+    async with ScriptedPod(script) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         assert (await pool.request(HEAD, b"one", timeout_s=2)).body == b"one"
         await asyncio.sleep(0.2)  # the stray answer has arrived on the idle connection
@@ -328,15 +236,15 @@ async def test_a_request_the_pod_read_is_not_sent_twice():
     async def script(n, body, writer):
         if n == 1:  # the second request, on the kept-alive connection: read, then drop
             return False
-        writer.write(_answer(body))
+        writer.write(ok(body))
         await writer.drain()
 
-    async with _ScriptedPod(script) as pod:
+    async with ScriptedPod(script) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         await pool.request(HEAD, b"one", timeout_s=2)
         with pytest.raises(PodConnectionError, match="closed the connection"):
             await pool.request(HEAD, b"two", timeout_s=2)
-        assert pod.requests.count(b"two") == 1, pod.requests
+        assert pod.bodies.count(b"two") == 1, pod.bodies
         await pool.close()
 
 
@@ -347,7 +255,7 @@ async def test_an_answer_with_too_many_headers_is_refused():
         writer.write(b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 2\r\n\r\nok")
         await writer.drain()
 
-    async with _ScriptedPod(script) as pod:
+    async with ScriptedPod(script) as pod:
         pool = HttpPool("127.0.0.1", pod.port)
         with pytest.raises(PodConnectionError, match="header fields"):
             await pool.request(HEAD, b"x", timeout_s=2)
