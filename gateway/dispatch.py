@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from typing import Any
 
 from gateway.breaker import UpstreamHealth
 from gateway.metrics import GatewayMetrics
@@ -60,9 +59,6 @@ class Dispatcher:
         self.upstreams = upstreams
         self.health = health
         self.metrics = metrics
-        # (model key, status code) -> its call counter and duration histogram; keys
-        # and codes come from the config and the error tree, so this stays small
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def healthy(self) -> frozenset[str] | None:
         """The models whose breaker is closed (None: no breakers)."""
@@ -142,11 +138,5 @@ class Dispatcher:
 
     def _count(self, key: str, code: str, start: float) -> float:
         elapsed = time.perf_counter() - start
-        children = self._children.get((key, code))
-        if children is None:
-            children = self._children[(key, code)] = (
-                self.metrics.upstream.labels(self.name, key, code),
-                self.metrics.upstream_duration.labels(self.name, key))
-        children[0].inc()
-        children[1].observe(elapsed)
+        self.metrics.upstream_call(self.name, key, code, elapsed)
         return elapsed

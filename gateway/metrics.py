@@ -5,6 +5,8 @@ explanations), built on an injected registry; request metrics are
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from protos.server.metrics import LATENCY_BUCKETS
@@ -151,3 +153,17 @@ class GatewayMetrics:
             "whole confidence interval past the threshold), else 0.",
             ["deployment", "model", "attribute", "group", "metric", "window"], registry=r,
         )
+        # (deployment, model, code) -> its call counter and duration histogram; the
+        # names come from the config and the codes from the error tree: a small set
+        self._upstream_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def upstream_call(self, deployment: str, model: str, code: str, seconds: float) -> None:
+        """Count one call to a model pod (routed or shadow) and its latency in seconds,
+        each label set looked up once."""
+        children = self._upstream_children.get((deployment, model, code))
+        if children is None:
+            children = self._upstream_children[(deployment, model, code)] = (
+                self.upstream.labels(deployment, model, code),
+                self.upstream_duration.labels(deployment, model))
+        children[0].inc()
+        children[1].observe(seconds)

@@ -151,8 +151,7 @@ class Shadows:
 
     def _count(self, key: str, code: str, start: float, outcome: str) -> float:
         elapsed = time.perf_counter() - start
-        self.metrics.upstream.labels(self.name, key, code).inc()
-        self.metrics.upstream_duration.labels(self.name, key).observe(elapsed)
+        self.metrics.upstream_call(self.name, key, code, elapsed)
         self.metrics.shadow.labels(self.name, key, outcome).inc()
         return elapsed
 
