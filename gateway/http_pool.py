@@ -229,8 +229,7 @@ class HttpPool:
             try:
                 response = await answer
             except BaseException:  # closed, malformed, a timeout or a cancel
-                conn.close()
-                self._open.discard(conn)
+                self._drop(conn)
                 raise
             finally:
                 timer.cancel()
@@ -267,8 +266,7 @@ class HttpPool:
             conn = self._idle.pop()
             if not conn.closed and now - conn.idle_since < self.keepalive_s:
                 return conn
-            conn.close()
-            self._open.discard(conn)
+            self._drop(conn)
         return None
 
     async def _connect(self, deadline: float) -> _Connection:
@@ -290,11 +288,14 @@ class HttpPool:
 
     def _release(self, conn: _Connection) -> None:
         if conn.closed or self._closing:
-            conn.close()
-            self._open.discard(conn)
+            self._drop(conn)
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+
+    def _drop(self, conn: _Connection) -> None:
+        conn.close()
+        self._open.discard(conn)
 
     async def close(self) -> None:
         """Close every connection; later requests raise :class:`PodConnectionError`."""
