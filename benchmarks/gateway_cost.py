@@ -99,9 +99,9 @@ def run(*, store: str = "sqlite", concurrency: tuple[int, ...] = (1, 16),
             for conc in concurrency:
                 for label, ep in order:
                     pids = [pod.pid] if label == "direct" else [gw.proc.pid]
-                    # c=1 latencies come from the Python generator: wrk's, on this
-                    # machine, summed at times to several times the run's duration
-                    cell_tools = tools if conc > 1 else {}
+                    # at c=1 gRPC uses the Python generator too, as REST always does
+                    # (benchmarks.harness.run_load): both transports timed by one clock
+                    cell_tools = tools if conc > 1 else {**tools, "h2load": None}
                     sample = _cell(ep, pids, conc, duration_s, warmup_s, cell_tools,
                                    other_cpus)
                     samples.setdefault((label, conc), []).append(sample)
