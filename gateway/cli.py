@@ -124,9 +124,7 @@ def _add_report_parser(sub) -> None:
         "OUT/fairness.json and OUT/fairness_<attribute>.png (approval and error rate per "
         "group over time, models side by side).",
     )
-    report.add_argument("--store", required=True,
-                        help="decision store: a SQLite file (or sqlite:///path) or a "
-                        "postgresql:// DSN")
+    _add_store_argument(report)
     report.add_argument("--deployment", required=True, help="deployment to report on")
     report.add_argument("--out", required=True, help="folder for the JSON and PNG files")
     report.add_argument("--config", help="gateway config whose monitoring block to use "
@@ -134,6 +132,13 @@ def _add_report_parser(sub) -> None:
     report.add_argument("--every-s", type=_trials, help="seconds per point of the charts "
                         "(default: a step that gives at most 24 points)")
     report.add_argument("--log-level", default="WARNING", help="logging level")
+
+
+def _add_store_argument(parser) -> None:
+    """``--store`` of the commands that read a decision store offline."""
+    parser.add_argument("--store", required=True,
+                        help="decision store: a SQLite file (or sqlite:///path) or a "
+                        "postgresql:// DSN")
 
 
 def _add_offline_parsers(sub) -> None:
@@ -145,9 +150,7 @@ def _add_offline_parsers(sub) -> None:
         "and doubly robust, each with a 95% interval, and the effective sample size. "
         "Writes OUT/replay.json; warnings about weak support go to stderr too.",
     )
-    replay.add_argument("--store", required=True,
-                        help="decision store: a SQLite file (or sqlite:///path) or a "
-                        "postgresql:// DSN")
+    _add_store_argument(replay)
     replay.add_argument("--deployment", required=True, help="deployment whose log is used")
     replay.add_argument("--policy", required=True,
                         help="YAML file with one router: block in the gateway config's "
