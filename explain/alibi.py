@@ -24,7 +24,14 @@ import joblib
 import numpy as np
 from alibi.explainers import AnchorTabular, TreeShap
 
-from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
+from explain.base import (
+    BatchExplainer,
+    Explainer,
+    ExplainerError,
+    Explanation,
+    FeatureSchema,
+    PredictFn,
+)
 from explain.reasons import ReasonWriter
 from explain.shapley import shap_explanation
 
@@ -232,7 +239,7 @@ def _gains(
     return [gains[f] for f in features]
 
 
-class TreeShapExplainer(Explainer):
+class TreeShapExplainer(BatchExplainer):
     """Exact (path-dependent) SHAP values of Alibi's ``TreeShap`` on a local tree model.
 
     The model is loaded with joblib from ``artifact`` at fit; explanations make no
@@ -271,9 +278,6 @@ class TreeShapExplainer(Explainer):
 
     def parameters(self) -> dict[str, Any]:
         return {"model_output": "raw", "feature_perturbation": "tree_path_dependent"}
-
-    def explain(self, row: np.ndarray, predict_fn: PredictFn | None = None) -> Explanation:
-        return self.explain_batch(self.check_row(row), predict_fn)[0]
 
     def explain_batch(
         self, rows: np.ndarray, predict_fn: PredictFn | None = None

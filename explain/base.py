@@ -26,6 +26,7 @@ __all__ = [
     "Explanation",
     "Explainer",
     "ExplainerError",
+    "BatchExplainer",
 ]
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -270,7 +271,8 @@ class Explainer(abc.ABC):
     ``explain``; ``explain`` may be called many times, each call independent of the
     previous ones (randomness is re-seeded per call). ``explain_batch`` explains several
     rows at once; methods that can share work between rows (one model call, one
-    vectorised computation) override it, with results equal to ``explain`` row by row.
+    vectorised computation) override it, with results equal to ``explain`` row by row
+    (:class:`BatchExplainer` implements ``explain`` as a batch of one).
 
     Args:
         model: key of the model explained.
@@ -348,3 +350,17 @@ class Explainer(abc.ABC):
         """Column name -> value in the data's terms for a ``[1, n]`` row."""
         names = self.schema.feature_names
         return {name: self.schema.value(i, row[0, i]) for i, name in enumerate(names)}
+
+
+class BatchExplainer(Explainer):
+    """An explainer whose work is done for many rows at once (one model call, one
+    vectorised computation): it implements :meth:`explain_batch`, and :meth:`explain`
+    is that of one row."""
+
+    def explain(self, row: np.ndarray, predict_fn: PredictFn | None = None) -> Explanation:
+        """See :meth:`Explainer.explain`."""
+        return self.explain_batch(self.check_row(row), predict_fn)[0]
+
+    @abc.abstractmethod
+    def explain_batch(self, rows: np.ndarray, predict_fn: PredictFn | None) -> list[Explanation]:
+        """See :meth:`Explainer.explain_batch`."""

@@ -26,7 +26,13 @@ from alibi.explainers import KernelShap
 from alibi.explainers.shap_wrappers import KernelExplainerWrapper
 
 from explain.alibi import PredictorSlot, categorical, check_reference
-from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
+from explain.base import (
+    BatchExplainer,
+    ExplainerError,
+    Explanation,
+    FeatureSchema,
+    PredictFn,
+)
 from explain.reasons import ReasonWriter
 from explain.shapley import shap_explanation
 
@@ -102,7 +108,7 @@ class _BatchedKernelShap(KernelShap):
         return _DeferredKernelExplainer(self.predictor, self.background_data, link=self.link)
 
 
-class KernelShapExplainer(Explainer):
+class KernelShapExplainer(BatchExplainer):
     """SHAP values of Alibi's ``KernelShap`` for the predicted class, batched.
 
     The background is the reference summarised to ``background_size`` rows (shap's
@@ -146,9 +152,6 @@ class KernelShapExplainer(Explainer):
     def parameters(self) -> dict[str, Any]:
         return {"nsamples": self.nsamples, "link": self.link,
                 "background_size": self.background_size, "l1_reg": "auto"}
-
-    def explain(self, row: np.ndarray, predict_fn: PredictFn | None) -> Explanation:
-        return self.explain_batch(self.check_row(row), predict_fn)[0]
 
     def explain_batch(self, rows: np.ndarray, predict_fn: PredictFn | None) -> list[Explanation]:
         """Explain ``rows`` with one model call (see the module docstring)."""

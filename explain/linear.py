@@ -32,7 +32,13 @@ import numpy as np
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from explain.base import Explainer, ExplainerError, Explanation, FeatureSchema, PredictFn
+from explain.base import (
+    BatchExplainer,
+    ExplainerError,
+    Explanation,
+    FeatureSchema,
+    PredictFn,
+)
 from explain.reasons import ReasonWriter
 from explain.shapley import shap_explanation
 
@@ -46,7 +52,7 @@ _MODEL_TOLERANCE = 1e-5
 float64 and the model's own (a model fitted on float32 rows computes in float32)."""
 
 
-class LinearShapExplainer(Explainer):
+class LinearShapExplainer(BatchExplainer):
     """Closed-form SHAP values of a joblib-saved linear classifier (see module docstring).
 
     Values are of the log-odds of class 1 (single output); a multi-class model is
@@ -100,9 +106,6 @@ class LinearShapExplainer(Explainer):
 
     def parameters(self) -> dict[str, Any]:
         return {"background": "mean of the reference rows"}
-
-    def explain(self, row: np.ndarray, predict_fn: PredictFn | None = None) -> Explanation:
-        return self.explain_batch(self.check_row(row), predict_fn)[0]
 
     def explain_batch(
         self, rows: np.ndarray, predict_fn: PredictFn | None = None
