@@ -263,32 +263,34 @@ class Writer:
         results = []
         for start in range(0, len(ops), BULK_ROWS):
             chunk = ops[start:start + BULK_ROWS]
-            tx.run("SAVEPOINT bulk")
-            try:
-                insert_decisions(tx, [op.args[0] for op in chunk])
-            except Exception as exc:
-                if self.dialect.retryable(exc) or self.dialect.unavailable(exc):
-                    raise
-                tx.run("ROLLBACK TO SAVEPOINT bulk")
-                tx.run("RELEASE SAVEPOINT bulk")
+            _, failed = self._savepoint(tx, "bulk", insert_decisions,
+                                        [op.args[0] for op in chunk])
+            if failed is not None:
                 results += [self._isolated(tx, op) for op in chunk]
-                continue
-            tx.run("RELEASE SAVEPOINT bulk")
-            results += [(op, op.args[0][0], None) for op in chunk]
+            else:
+                results += [(op, op.args[0][0], None) for op in chunk]
         return results
 
     def _isolated(self, tx: Tx, op: Op) -> tuple:
-        tx.run("SAVEPOINT op")
+        return (op, *self._savepoint(tx, "op", op.handler, *op.args))
+
+    def _savepoint(self, tx: Tx, name: str, handler: Callable[..., Any],
+                   *args: Any) -> tuple[Any, Exception | None]:
+        """``handler(tx, *args)`` inside savepoint ``name``: (its value, None), or, when
+        it fails, (None, its error) with only its own work undone. An error that calls
+        for retrying or abandoning the whole batch (the dialect's ``retryable`` or
+        ``unavailable``) is raised instead."""
+        tx.run(f"SAVEPOINT {name}")
         try:
-            value = op.handler(tx, *op.args)
+            value = handler(tx, *args)
         except Exception as exc:
             if self.dialect.retryable(exc) or self.dialect.unavailable(exc):
                 raise
-            tx.run("ROLLBACK TO SAVEPOINT op")
-            tx.run("RELEASE SAVEPOINT op")
-            return op, None, exc
-        tx.run("RELEASE SAVEPOINT op")
-        return op, value, None
+            tx.run(f"ROLLBACK TO SAVEPOINT {name}")
+            tx.run(f"RELEASE SAVEPOINT {name}")
+            return None, exc
+        tx.run(f"RELEASE SAVEPOINT {name}")
+        return value, None
 
     # -- outages --------------------------------------------------------------------------
     def _outage(self, batch: list[Op], exc: Exception) -> None:
